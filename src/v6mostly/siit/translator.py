@@ -1,0 +1,205 @@
+"""The public face of the SIIT core (RFC 7915).
+
+Theory of operation
+-------------------
+``Translator.translate_into(buf, start, end)`` translates the packet in
+``buf[start:end]`` *in place*. The caller guarantees ``start >= HEADROOM`` (20
+bytes), so an IPv4 packet can grow into an IPv6 one without moving its payload:
+the 40-byte IPv6 header is written over the IPv4 header plus the headroom. The
+call returns ``(out_start, out_end)`` for the common case, or a code in
+``out_start``:
+
+* ``SLOW`` (-1): the packet needed a slow path (ICMP error translation,
+  fragmentation, an ICMP error of our own); the packets to send are in
+  ``translator.pending`` (a list the caller empties).
+* ``DROPPED`` (-2): the packet was dropped; ``out_end`` is the ``Drop`` reason.
+
+``Translator.translate(packet)`` is the convenient allocating API on top,
+returning a :class:`~v6mostly.siit.verdict.Verdict`.
+
+The translator holds only configuration, counters and an IPv4 Identification
+counter: no clock, no sockets, no randomness. Counters live in ``stats``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..addr.eam import EamEntry, EamTable
+from ..addr.pool6791 import Pool6791
+from ..addr.pref64 import is_neutral
+from ..addr.rfc6052 import Pref64
+from ..errors import ConfigError
+from . import v4_to_v6, v6_to_v4
+from .verdict import DIR_4TO6, DIR_6TO4, DROPPED, SLOW, Drop, Stats, Verdict
+
+HEADROOM = 20
+
+
+@dataclass
+class TranslatorConfig:
+    """Settings of one SIIT instance. Addresses are text; :class:`Translator` parses them."""
+
+    pool6: str | None = None
+    eam: list[tuple[str, str]] = field(default_factory=list)
+    pool6791_v4: list[str] = field(default_factory=list)
+    pool6791_v6: list[str] = field(default_factory=list)
+    #: The translator's own addresses: the source of ICMP errors it originates.
+    ipv4_address: str | None = None
+    ipv6_address: str | None = None
+    #: RFC 7915 §4: IPv4 packets with DF=0 are fragmented to fit this.
+    lowest_ipv6_mtu: int = 1280
+    #: Next-hop MTUs on each side (the TUN device's MTU in a TUN deployment).
+    ipv6_mtu: int = 65535
+    ipv4_mtu: int = 65535
+    #: RFC 7915 §4.5: compute the checksum of unfragmented zero-checksum UDP/IPv4.
+    amend_udp_checksum_zero: bool = True
+    #: Decrement TTL/Hop Limit here (Jool style). Off in a TUN deployment, where
+    #: the kernel already decrements on the way in and on the way out.
+    decrement_ttl: bool = False
+    #: RFC 7915 §4.1/§5.1 "Traffic Class"/"TOS": copy by default, or zero it.
+    reset_traffic_class: bool = False
+    #: RFC 7757 §4.3 hairpinning between two EAM'd IPv6 nodes.
+    hairpinning: bool = True
+    #: First IPv4 Identification used for IPv6 packets without a Fragment Header.
+    ip_id_seed: int = 0
+
+
+def _check_mtu(name: str, value: int, low: int) -> int:
+    if not isinstance(value, int) or not low <= value <= 65535:
+        raise ConfigError(f"{name} = {value!r}: expected an integer from {low} to 65535")
+    return value
+
+
+def _addr(name: str, text: str | None, version: int) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{name} = {text!r}: expected an IPv{version} address") from None
+    if a.version != version:
+        raise ConfigError(f"{name} = {text!r}: expected an IPv{version} address")
+    return a.packed
+
+
+class Translator:
+    """A stateless IP/ICMP translator (RFC 7915) with RFC 6052, RFC 7757 and RFC 6791."""
+
+    def __init__(self, config: TranslatorConfig | None = None) -> None:
+        cfg = config or TranslatorConfig()
+        self.config = cfg
+        self.pool6: Pref64 | None = Pref64(cfg.pool6) if cfg.pool6 else None
+        self.eam = EamTable([EamEntry.parse(a, b) for a, b in cfg.eam])
+        if self.pool6 is None and not self.eam:
+            raise ConfigError("pool6: no pool6 prefix and no EAM entry; nothing could be translated")
+        self.ipv4_address = _addr("ipv4_address", cfg.ipv4_address, 4)
+        self.ipv6_address = _addr("ipv6_address", cfg.ipv6_address, 6)
+        self.pool6791_v4 = Pool6791.parse(cfg.pool6791_v4, cfg.ipv4_address, 4)
+        self.pool6791_v6 = Pool6791.parse(cfg.pool6791_v6, cfg.ipv6_address, 6)
+        self.lowest_ipv6_mtu = _check_mtu("lowest_ipv6_mtu", cfg.lowest_ipv6_mtu, 1280)
+        self.ipv6_mtu = _check_mtu("ipv6_mtu", cfg.ipv6_mtu, 1280)
+        self.ipv4_mtu = _check_mtu("ipv4_mtu", cfg.ipv4_mtu, 68)
+        self.amend_udp = cfg.amend_udp_checksum_zero
+        self.decrement_ttl = cfg.decrement_ttl
+        self.reset_tc = cfg.reset_traffic_class
+        self.hairpinning = cfg.hairpinning
+        self.ip_id = cfg.ip_id_seed & 0xFFFF
+        #: True when pool6 translation leaves TCP/UDP checksums unchanged (RFC 6052 §4.1).
+        self.neutral = self.pool6 is not None and is_neutral(self.pool6.network) and not self.eam
+        self.pending: list[bytes] = []
+        #: Set when the last slow path answered with our own ICMP error.
+        self.last_error: Drop | None = None
+        self.stats = Stats()
+
+    # -- address mapping (policy: EAM first, then pool6; RFC 7757 §3.3) ----------------
+
+    def v4_to_v6_addr(self, v4: bytes | bytearray) -> bytes | None:
+        if self.eam:
+            a = self.eam.v4_to_v6(v4)
+            if a is not None:
+                return a
+        p = self.pool6
+        return p.embed(bytes(v4)) if p is not None else None
+
+    def v4_to_v6_pool6(self, v4: bytes | bytearray) -> bytes | None:
+        """RFC 7757 §4.3: in a hairpinned packet the source goes through pool6 only."""
+        p = self.pool6
+        return p.embed(bytes(v4)) if p is not None else None
+
+    def v6_to_v4_addr(self, v6: bytes | bytearray) -> bytes | None:
+        if self.eam:
+            a = self.eam.v6_to_v4(v6)
+            if a is not None:
+                return a
+        p = self.pool6
+        return p.extract(bytes(v6)) if p is not None else None
+
+    def next_ip_id(self) -> int:
+        self.ip_id = i = (self.ip_id + 1) & 0xFFFF
+        return i
+
+    # -- verdict helpers --------------------------------------------------------------
+
+    def drop(self, reason: Drop) -> tuple[int, int]:
+        self.stats.drops[reason] += 1
+        return DROPPED, int(reason)
+
+    def emit(self, direction: int, proto_class: int, packets: list[bytes]) -> tuple[int, int]:
+        """Queue slow-path output for one translated input packet."""
+        st = self.stats
+        i = direction * 4 + proto_class
+        st.packets[i] += 1
+        st.octets[i] += sum(len(p) for p in packets)
+        if len(packets) > 1:
+            st.fragments_out += len(packets)
+        self.pending.extend(packets)
+        return SLOW, len(packets)
+
+    def emit_error(self, packet: bytes | None, reason: Drop, family: int) -> tuple[int, int]:
+        """Drop the input (counted under ``reason``) and queue our own ICMP error, if any."""
+        self.stats.drops[reason] += 1
+        if packet is None:
+            return DROPPED, int(reason)
+        self.last_error = reason
+        self.stats.icmp_errors[0 if family == 4 else 1] += 1
+        self.pending.append(packet)
+        return SLOW, 1
+
+    # -- public API -------------------------------------------------------------------
+
+    def translate_into(self, buf: bytearray, start: int, end: int) -> tuple[int, int]:
+        """Translate ``buf[start:end]`` in place (``start >= 20``). See the module doc."""
+        if end - start < 1:
+            return self.drop(Drop.TRUNCATED)
+        v = buf[start] >> 4
+        try:
+            if v == 4:
+                return v4_to_v6.translate_4to6(self, buf, start, end, False)
+            if v == 6:
+                return v6_to_v4.translate_6to4(self, buf, start, end)
+        except (IndexError, ValueError, OverflowError):  # pragma: no cover - defence in depth
+            # Every length is checked before use; this only guards the invariant
+            # "the core never raises on packet input" against a missed case.
+            return self.drop(Drop.MALFORMED)
+        return self.drop(Drop.NOT_IP)
+
+    def translate(self, packet: bytes | bytearray) -> Verdict:
+        """Translate one packet (allocating API). Never raises on packet content."""
+        buf = bytearray(HEADROOM) + packet
+        self.pending.clear()
+        self.last_error = None
+        s, e = self.translate_into(buf, HEADROOM, len(buf))
+        if s >= 0:
+            return Verdict([bytes(buf[s:e])])
+        out = list(self.pending)
+        self.pending.clear()
+        if s == DROPPED:
+            return Verdict(out, drop=Drop(e))
+        if self.last_error is not None:
+            return Verdict(out, drop=self.last_error, icmp_error=True)
+        return Verdict(out)
+
+    def direction_of(self, packet: bytes | bytearray) -> int:
+        return DIR_4TO6 if packet and packet[0] >> 4 == 4 else DIR_6TO4

@@ -1,0 +1,111 @@
+"""Every packet's fate: a verdict, with a counter.
+
+Following Jool's design, a packet is translated, answered with an ICMP error
+(which is itself a packet to send), or dropped with a reason. The core never
+raises on packet input. Counters are flat lists of ints indexed by small
+constants so that counting costs one list store on the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Drop(IntEnum):
+    """Why a packet was not translated. Values index ``Stats.drops``."""
+
+    MALFORMED = 0
+    TRUNCATED = 1
+    BAD_IPV4_HEADER_CHECKSUM = 2
+    NOT_IP = 3
+    UNTRANSLATABLE_SOURCE = 4
+    UNTRANSLATABLE_DESTINATION = 5
+    TTL_EXPIRED = 6
+    UNTRANSLATABLE_ICMP_TYPE = 7
+    ICMP_ERROR_IN_ICMP_ERROR = 8
+    BAD_ICMP_CHECKSUM = 9
+    FRAGMENTED_ICMP = 10
+    UDP_ZERO_CHECKSUM_FRAGMENT = 11
+    UDP_ZERO_CHECKSUM = 12
+    PACKET_TOO_BIG = 13
+    SOURCE_ROUTE = 14
+    SEGMENTS_LEFT = 15
+    EXTENSION_AFTER_FRAGMENT = 16
+    JUMBOGRAM = 17
+    MULTICAST = 18
+    NO_TRANSLATOR_ADDRESS = 19
+    HOP_BY_HOP_NOT_FIRST = 20
+
+
+DROP_NAMES = tuple(d.name.lower() for d in Drop)
+
+#: Directions, index into the per-direction counters.
+DIR_4TO6 = 0
+DIR_6TO4 = 1
+DIR_NAMES = ("4to6", "6to4")
+
+#: Protocol classes for counters.
+P_TCP = 0
+P_UDP = 1
+P_ICMP = 2
+P_OTHER = 3
+PROTO_NAMES = ("tcp", "udp", "icmp", "other")
+
+#: Fast-path return codes (in place of an output start offset).
+SLOW = -1  #: the outputs are in ``Translator.pending``
+DROPPED = -2  #: the packet was dropped; the second value is the ``Drop`` reason
+
+
+@dataclass
+class Stats:
+    """Counters of one translator. ``merge`` adds another's (multi-worker totals)."""
+
+    packets: list[int] = field(default_factory=lambda: [0] * 8)
+    octets: list[int] = field(default_factory=lambda: [0] * 8)
+    drops: list[int] = field(default_factory=lambda: [0] * len(Drop))
+    icmp_errors: list[int] = field(default_factory=lambda: [0, 0])  # generated, per family 4/6
+    fragments_out: int = 0
+    hairpinned: int = 0
+
+    def merge(self, other: Stats) -> None:
+        for mine, theirs in (
+            (self.packets, other.packets),
+            (self.octets, other.octets),
+            (self.drops, other.drops),
+            (self.icmp_errors, other.icmp_errors),
+        ):
+            for i, v in enumerate(theirs):
+                mine[i] += v
+        self.fragments_out += other.fragments_out
+        self.hairpinned += other.hairpinned
+
+    def as_dict(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d, dn in enumerate(DIR_NAMES):
+            for p, pn in enumerate(PROTO_NAMES):
+                out[f"packets_{dn}_{pn}"] = self.packets[d * 4 + p]
+                out[f"octets_{dn}_{pn}"] = self.octets[d * 4 + p]
+        for i, n in enumerate(DROP_NAMES):
+            out[f"drop_{n}"] = self.drops[i]
+        out["icmpv4_errors_generated"] = self.icmp_errors[0]
+        out["icmpv6_errors_generated"] = self.icmp_errors[1]
+        out["fragments_out"] = self.fragments_out
+        out["hairpinned"] = self.hairpinned
+        return out
+
+    def total_drops(self) -> int:
+        return sum(self.drops)
+
+
+@dataclass
+class Verdict:
+    """The result of :meth:`Translator.translate` (the convenient, allocating API)."""
+
+    packets: list[bytes]
+    drop: Drop | None = None
+    icmp_error: bool = False
+
+    @property
+    def dropped(self) -> bool:
+        return self.drop is not None

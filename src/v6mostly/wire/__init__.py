@@ -1,0 +1,1 @@
+"""Wire codecs: checksums, IP/ICMP constants, pcap files. No I/O beyond file-like objects."""
