@@ -62,7 +62,9 @@ def propose_neutral(base: ipaddress.IPv6Network, length: int | None = None) -> l
         return []
     words = [int.from_bytes(base.network_address.packed[i : i + 2], "big") for i in range(0, 16, 2)]
     last_nonzero = max((i for i, w in enumerate(words) if w), default=-1)
-    first_free = max(last_nonzero + 1, (base.prefixlen + 15) // 16)
+    first_free = last_nonzero + 1
+    if base.prefixlen < target:  # an allocation to carve the Pref64 from: keep its bits
+        first_free = max(first_free, (base.prefixlen + 15) // 16)
     s = ones_sum(base.network_address.packed)
     fill = (0xFFFF - s) % 0xFFFF if s not in (0, 0xFFFF) else 0
     out: list[NeutralProposal] = []

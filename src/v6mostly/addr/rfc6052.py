@@ -79,7 +79,7 @@ class Pref64:
         if n == 32:
             return self._head + v4 + b"\x00" * 8
         if n == 64:
-            return self._head + b"\x00" + v4 + b"\x00" * 3
+            return self._head + v4 + b"\x00" * 3
         if n == 40:
             return self._head + v4[:3] + b"\x00" + v4[3:] + b"\x00" * 6
         if n == 48:

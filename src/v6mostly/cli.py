@@ -1,0 +1,210 @@
+"""Command line: ``v6mostly pref64 check|neutral``, ``v6mostly translate``, ``v6mostly demo``.
+
+Errors in input or configuration print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import NoReturn
+
+from .addr.pref64 import is_neutral, neutrality_reason, propose_neutral
+from .addr.rfc6052 import Pref64, parse_prefix, validate_pref64
+from .errors import V6mostlyError
+from .siit.translator import Translator, TranslatorConfig
+from .wire.decode import describe
+from .wire.pcap import PcapWriter, read_pcap
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        raise V6mostlyError(f"--ipv4 {text!r} is not an IPv4 address or prefix") from None
+
+
+def cmd_pref64_check(args: argparse.Namespace) -> int:
+    net = parse_prefix(args.prefix)
+    v4 = _ipv4(args.ipv4) if args.ipv4 else None
+    notes = validate_pref64(net, v4)
+    print(f"{net}: valid Pref64::/{net.prefixlen} (RFC 6052 §2.2)")
+    for n in notes:
+        print(f"  note: {n}")
+    print(f"  checksum neutral: {'yes' if is_neutral(net) else 'no'} ({neutrality_reason(net)})")
+    if v4 is not None:
+        p = Pref64(net)
+        first = v4.network_address
+        out = p.embed(first.packed)
+        if out is not None:
+            print(f"  {first} -> {ipaddress.IPv6Address(out)}")
+    return 0
+
+
+def cmd_pref64_neutral(args: argparse.Namespace) -> int:
+    net = parse_prefix(args.prefix)
+    if net.prefixlen > 96:
+        raise V6mostlyError(f"{net}: a base for a Pref64 must be /96 or shorter")
+    if net.prefixlen in (32, 96) and is_neutral(net):
+        print(f"{net} is already checksum neutral (RFC 6052 §4.1)")
+        return 0
+    props = propose_neutral(net, args.length)
+    if not props:
+        print(f"{net}: no checksum-neutral Pref64 can be derived ({neutrality_reason(net)})")
+        return 1
+    print(f"checksum-neutral Pref64s derived from {net} (RFC 6052 §4.1):")
+    for p in props:
+        how = "as is" if p.group < 0 else f"group {p.group} = 0x{p.value:04x}"
+        print(f"  {p.prefix}    ({how})")
+    return 0
+
+
+def _config_from_args(args: argparse.Namespace) -> TranslatorConfig:
+    eam: list[tuple[str, str]] = []
+    for item in args.eam or []:
+        if "=" not in item:
+            raise V6mostlyError(f"--eam {item!r}: expected IPV6PREFIX=IPV4PREFIX")
+        a, b = item.split("=", 1)
+        eam.append((a, b))
+    if args.pool6:
+        validate_pref64(parse_prefix(args.pool6))
+    return TranslatorConfig(
+        pool6=args.pool6,
+        eam=eam,
+        pool6791_v4=list(args.pool6791 or []),
+        ipv4_address=args.ipv4_address,
+        ipv6_address=args.ipv6_address,
+        lowest_ipv6_mtu=args.lowest_ipv6_mtu,
+        decrement_ttl=args.decrement_ttl,
+    )
+
+
+def _run(xl: Translator, packets: Iterable[tuple[int, bytes]], writer: PcapWriter | None, trace: bool) -> tuple[int, int, Counter[str]]:
+    n_in = n_out = 0
+    drops: Counter[str] = Counter()
+    for ts, pkt in packets:
+        n_in += 1
+        v = xl.translate(pkt)
+        if trace:
+            print(f"#{n_in:<3} in   {describe(pkt)}")
+        for out in v.packets:
+            n_out += 1
+            if writer is not None:
+                writer.write(out, ts)
+            if trace:
+                tag = "icmp" if v.icmp_error else "out "
+                print(f"     {tag} {describe(out)}")
+        if v.drop is not None:
+            drops[v.drop.name.lower()] += 1
+            if trace:
+                extra = " (answered with an ICMP error)" if v.icmp_error else ""
+                print(f"     drop {v.drop.name.lower()}{extra}")
+    return n_in, n_out, drops
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    xl = Translator(_config_from_args(args))
+    try:
+        fin = open(args.input, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise V6mostlyError(f"{args.input}: {e.strerror}") from None
+    with fin:
+        records = [(r.ts_ns, r.packet) for r in read_pcap(fin, args.input) if r.packet]
+    try:
+        fout = open(args.output, "wb")  # noqa: SIM115
+    except OSError as e:
+        raise V6mostlyError(f"{args.output}: {e.strerror}") from None
+    with fout:
+        n_in, n_out, drops = _run(xl, records, PcapWriter(fout), args.trace)
+    print(f"{n_in} packets in, {n_out} packets out, {sum(drops.values())} dropped")
+    for reason, n in drops.most_common():
+        print(f"  drop {reason}: {n}")
+    return 0
+
+
+DEMO_CONFIG = TranslatorConfig(
+    pool6="64:ff9b:1::/96",
+    eam=[("2001:db8:64::/120", "203.0.113.0/24")],
+    pool6791_v4=["192.0.2.250"],
+    ipv4_address="192.0.2.1",
+    ipv6_address="2001:db8:ff::1",
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    cfg = DEMO_CONFIG
+    print("v6mostly demo: the SIIT core on a built-in sample capture")
+    print(f"  pool6 {cfg.pool6} (RFC 8215 local-use), EAM {cfg.eam[0][0]} = {cfg.eam[0][1]},")
+    print(f"  RFC 6791 pool {cfg.pool6791_v4[0]}, translator {cfg.ipv4_address} / {cfg.ipv6_address}")
+    print()
+    xl = Translator(cfg)
+    data = resources.files("v6mostly").joinpath("data/sample.pcap").read_bytes()
+    import io
+
+    records = [(r.ts_ns, r.packet) for r in read_pcap(io.BytesIO(data), "sample.pcap")]
+    n_in, n_out, drops = _run(xl, records, None, True)
+    print()
+    print(f"{n_in} packets in, {n_out} packets out, {sum(drops.values())} dropped")
+    for k, v in xl.stats.as_dict().items():
+        if v:
+            print(f"  {k} {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="v6mostly", description="Tools for an IPv6-mostly network.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    pf = sub.add_parser("pref64", help="check or derive a Pref64::/n")
+    pfs = pf.add_subparsers(dest="pcmd", required=True, parser_class=_Parser)
+    c = pfs.add_parser("check", help="validate a Pref64::/n (RFC 6052 §2.2, §3.1)")
+    c.add_argument("prefix")
+    c.add_argument("--ipv4", help="an IPv4 address or prefix to be embedded in it")
+    c.set_defaults(func=cmd_pref64_check)
+    n = pfs.add_parser("neutral", help="propose checksum-neutral Pref64s (RFC 6052 §4.1)")
+    n.add_argument("prefix")
+    n.add_argument("--length", type=int, choices=(32, 96), help="target prefix length")
+    n.set_defaults(func=cmd_pref64_neutral)
+
+    t = sub.add_parser("translate", help="translate the packets of a pcap file")
+    t.add_argument("input")
+    t.add_argument("output")
+    t.add_argument("--pool6", help="Pref64::/n for RFC 6052 mapping")
+    t.add_argument("--eam", action="append", metavar="IPV6PFX=IPV4PFX", help="an RFC 7757 entry")
+    t.add_argument("--pool6791", action="append", metavar="ADDR", help="RFC 6791 pool address or prefix")
+    t.add_argument("--ipv4-address", help="the translator's own IPv4 address")
+    t.add_argument("--ipv6-address", help="the translator's own IPv6 address")
+    t.add_argument("--lowest-ipv6-mtu", type=int, default=1280)
+    t.add_argument("--decrement-ttl", action="store_true", help="decrement TTL/Hop Limit (Jool style)")
+    t.add_argument("--trace", action="store_true", help="print every packet in and out")
+    t.set_defaults(func=cmd_translate)
+
+    d = sub.add_parser("demo", help="translate the built-in sample capture and print a trace")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except V6mostlyError as e:
+        print(f"v6mostly: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
