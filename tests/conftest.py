@@ -1,4 +1,5 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "conformance"))
+for sub in ("conformance", "fuzz"):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / sub))

@@ -178,7 +178,13 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             d = (((ntype - itype) << 8) - pseudo_sum_v6(src6, dst6, 58, payload)) % 0xFFFF
             buf[l4] = ntype
             c = l4 + 2
-            _H.pack_into(buf, c, update(_H.unpack_from(buf, c)[0], d))
+            new = update(_H.unpack_from(buf, c)[0], d)
+            if new == 0:
+                # ICMPv4 has no pseudo-header: an all-zero message must carry 0xffff,
+                # which an incremental update cannot tell from 0x0000 (1 in 65536).
+                _H.pack_into(buf, c, 0)
+                new = checksum(buf[l4:end])
+            _H.pack_into(buf, c, new)
 
     # RFC 7915 §5.1 Identification / Flags.
     if frag_pos >= 0:
