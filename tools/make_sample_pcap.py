@@ -6,8 +6,18 @@ Run with the test extras installed (scapy is a test/tool dependency only):
 
 from pathlib import Path
 
-from scapy.all import ICMP, IP, TCP, UDP, ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6PacketTooBig
-from scapy.all import IPv6, Raw, wrpcap
+from scapy.all import (
+    ICMP,
+    IP,
+    TCP,
+    UDP,
+    ICMPv6DestUnreach,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    IPv6,
+    Raw,
+    wrpcap,
+)
 from scapy.layers.dns import DNS, DNSQR
 
 CLIENT = "2001:db8:64::10"  # EAM 2001:db8:64::/120 = 203.0.113.0/24
@@ -18,7 +28,9 @@ SERVER4 = "198.51.100.10"
 pkts = [
     IPv6(src=CLIENT, dst=SERVER) / TCP(sport=40000, dport=80, flags="S", seq=1000),
     IP(src=SERVER4, dst=CLIENT4) / TCP(sport=80, dport=40000, flags="SA", seq=5000, ack=1001),
-    IPv6(src=CLIENT, dst=SERVER) / UDP(sport=5353, dport=53) / DNS(rd=1, qd=DNSQR(qname="example.org")),
+    IPv6(src=CLIENT, dst=SERVER)
+    / UDP(sport=5353, dport=53)
+    / DNS(rd=1, qd=DNSQR(qname="example.org")),
     IPv6(src=CLIENT, dst=SERVER) / ICMPv6EchoRequest(id=7, seq=1, data=b"v6mostly"),
     IP(src=SERVER4, dst=CLIENT4) / ICMP(type=0, id=7, seq=1) / Raw(b"v6mostly"),
     IP(src=SERVER4, dst=CLIENT4)
@@ -34,7 +46,10 @@ pkts = [
     / ICMPv6PacketTooBig(mtu=1400)
     / IPv6(src=CLIENT, dst=SERVER, hlim=60)
     / TCP(sport=40000, dport=80, flags="A"),
-    IPv6(src=CLIENT, dst=SERVER) / ICMPv6DestUnreach(code=4) / IPv6(src=SERVER, dst=CLIENT) / UDP(sport=53, dport=5353),
+    IPv6(src=CLIENT, dst=SERVER)
+    / ICMPv6DestUnreach(code=4)
+    / IPv6(src=SERVER, dst=CLIENT)
+    / UDP(sport=53, dport=5353),
 ]
 # The last but one is an error from a router inside the IPv6 network about a packet
 # *from* the client, so it is addressed to the client; turn it toward the server side.

@@ -88,7 +88,9 @@ def _config_from_args(args: argparse.Namespace) -> TranslatorConfig:
     )
 
 
-def _run(xl: Translator, packets: Iterable[tuple[int, bytes]], writer: PcapWriter | None, trace: bool) -> tuple[int, int, Counter[str]]:
+def _run(
+    xl: Translator, packets: Iterable[tuple[int, bytes]], writer: PcapWriter | None, trace: bool
+) -> tuple[int, int, Counter[str]]:
     n_in = n_out = 0
     drops: Counter[str] = Counter()
     for ts, pkt in packets:
@@ -144,7 +146,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DEMO_CONFIG
     print("v6mostly demo: the SIIT core on a built-in sample capture")
     print(f"  pool6 {cfg.pool6} (RFC 8215 local-use), EAM {cfg.eam[0][0]} = {cfg.eam[0][1]},")
-    print(f"  RFC 6791 pool {cfg.pool6791_v4[0]}, translator {cfg.ipv4_address} / {cfg.ipv6_address}")
+    print(
+        f"  RFC 6791 pool {cfg.pool6791_v4[0]}, translator {cfg.ipv4_address} / {cfg.ipv6_address}"
+    )
     print()
     xl = Translator(cfg)
     data = resources.files("v6mostly").joinpath("data/sample.pcap").read_bytes()
@@ -180,11 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("output")
     t.add_argument("--pool6", help="Pref64::/n for RFC 6052 mapping")
     t.add_argument("--eam", action="append", metavar="IPV6PFX=IPV4PFX", help="an RFC 7757 entry")
-    t.add_argument("--pool6791", action="append", metavar="ADDR", help="RFC 6791 pool address or prefix")
+    t.add_argument(
+        "--pool6791", action="append", metavar="ADDR", help="RFC 6791 pool address or prefix"
+    )
     t.add_argument("--ipv4-address", help="the translator's own IPv4 address")
     t.add_argument("--ipv6-address", help="the translator's own IPv6 address")
     t.add_argument("--lowest-ipv6-mtu", type=int, default=1280)
-    t.add_argument("--decrement-ttl", action="store_true", help="decrement TTL/Hop Limit (Jool style)")
+    t.add_argument(
+        "--decrement-ttl", action="store_true", help="decrement TTL/Hop Limit (Jool style)"
+    )
     t.add_argument("--trace", action="store_true", help="print every packet in and out")
     t.set_defaults(func=cmd_translate)
 

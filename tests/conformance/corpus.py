@@ -69,7 +69,9 @@ def run_case(base: Path, case: dict, topology: dict) -> CaseResult:
     want = [(base / e).read_bytes() for e in case["expect"]]
     ignore = set(case["ignore_bytes"])
     if len(v.packets) != len(want):
-        return CaseResult(case["id"], False, f"{len(v.packets)} packets out (drop={v.drop}), expected {len(want)}")
+        return CaseResult(
+            case["id"], False, f"{len(v.packets)} packets out (drop={v.drop}), expected {len(want)}"
+        )
     for i, (g, w) in enumerate(zip(v.packets, want, strict=True)):
         d = first_diff(g, w, ignore)
         if d is not None:
@@ -77,7 +79,7 @@ def run_case(base: Path, case: dict, topology: dict) -> CaseResult:
                 case["id"],
                 False,
                 f"packet {i}: first difference at byte {d} (len {len(g)} vs {len(w)}): "
-                f"got {g[max(0, d - 4):d + 8].hex()} want {w[max(0, d - 4):d + 8].hex()}",
+                f"got {g[max(0, d - 4) : d + 8].hex()} want {w[max(0, d - 4) : d + 8].hex()}",
             )
     return CaseResult(case["id"], True, "")
 

@@ -83,8 +83,10 @@ def run(n: int, seed: int = 0, report_every: int = 0) -> dict[str, int]:
     counts = {"inputs": 0, "translated": 0, "slow": 0, "dropped": 0}
     t0 = time.monotonic()
     for i in range(n):
-        data = mutate(rng, rng.choice(pool), pool) if rng.random() < 0.9 else bytes(
-            rng.randrange(256) for _ in range(rng.randrange(0, 100))
+        data = (
+            mutate(rng, rng.choice(pool), pool)
+            if rng.random() < 0.9
+            else bytes(rng.randrange(256) for _ in range(rng.randrange(0, 100)))
         )
         data = data[:65000]
         xl = xls[i & 1]

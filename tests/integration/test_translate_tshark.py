@@ -29,26 +29,65 @@ def test_translated_capture_checksums_verified_by_tshark(tmp_path: Path) -> None
     c6, s6, c4, s4 = "2001:db8:64::10", "2001:db8:46::c633:640a", "203.0.113.16", "198.51.100.10"
     pkts = []
     for i in range(20):
-        pkts.append(IPv6(src=c6, dst=s6) / TCP(sport=40000 + i, dport=80, flags="S") / Raw(bytes([i]) * i))
-        pkts.append(IP(src=s4, dst=c4) / TCP(sport=80, dport=40000 + i, flags="SA") / Raw(bytes([i]) * (i * 7)))
+        pkts.append(
+            IPv6(src=c6, dst=s6) / TCP(sport=40000 + i, dport=80, flags="S") / Raw(bytes([i]) * i)
+        )
+        pkts.append(
+            IP(src=s4, dst=c4)
+            / TCP(sport=80, dport=40000 + i, flags="SA")
+            / Raw(bytes([i]) * (i * 7))
+        )
         pkts.append(IPv6(src=c6, dst=s6) / UDP(sport=5000 + i, dport=53) / Raw(b"q" * i))
         pkts.append(IP(src=s4, dst=c4) / UDP(sport=53, dport=5000 + i) / Raw(b"r" * i))
         pkts.append(IPv6(src=c6, dst=s6) / ICMPv6EchoRequest(id=i, seq=i, data=b"p" * i))
         pkts.append(IP(src=s4, dst=c4) / ICMP(type=0, id=i, seq=i) / Raw(b"p" * i))
     wrpcap(str(src), [Raw(bytes(p)) for p in pkts], linktype=101)
     r = subprocess.run(
-        [sys.executable, "-m", "v6mostly.cli", "translate", "--pool6", "2001:db8:46::/96",
-         "--eam", "2001:db8:64::/120=203.0.113.0/24", str(src), str(dst)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "v6mostly.cli",
+            "translate",
+            "--pool6",
+            "2001:db8:46::/96",
+            "--eam",
+            "2001:db8:64::/120=203.0.113.0/24",
+            str(src),
+            str(dst),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert "120 packets in, 120 packets out, 0 dropped" in r.stdout
     out = subprocess.run(
-        [tshark(), "-r", str(dst), "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
-         "-o", "udp.check_checksum:TRUE", "-T", "fields",
-         "-e", "ip.checksum.status", "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
-         "-e", "icmp.checksum.status", "-e", "icmpv6.checksum.status"],
-        capture_output=True, text=True, check=True,
+        [
+            tshark(),
+            "-r",
+            str(dst),
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "ip.checksum.status",
+            "-e",
+            "tcp.checksum.status",
+            "-e",
+            "udp.checksum.status",
+            "-e",
+            "icmp.checksum.status",
+            "-e",
+            "icmpv6.checksum.status",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert len(out) == 120
     for line in out:
@@ -60,11 +99,25 @@ def test_translated_capture_checksums_verified_by_tshark(tmp_path: Path) -> None
 def test_tshark_catches_a_corrupted_checksum(tmp_path: Path) -> None:
     """The check above can fail: a deliberately broken UDP checksum is reported Bad."""
     f = tmp_path / "bad.pcap"
-    p = bytearray(bytes(IP(src="198.51.100.10", dst="203.0.113.16") / UDP(sport=1, dport=2) / Raw(b"x")))
+    p = bytearray(
+        bytes(IP(src="198.51.100.10", dst="203.0.113.16") / UDP(sport=1, dport=2) / Raw(b"x"))
+    )
     p[26] ^= 0xFF
     wrpcap(str(f), [Raw(bytes(p))], linktype=101)
     out = subprocess.run(
-        [tshark(), "-r", str(f), "-o", "udp.check_checksum:TRUE", "-T", "fields", "-e", "udp.checksum.status"],
-        capture_output=True, text=True, check=True,
+        [
+            tshark(),
+            "-r",
+            str(f),
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "udp.checksum.status",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert out == "0"  # 0 = Bad

@@ -38,7 +38,9 @@ def test_matches_slow_sum_random() -> None:
     rng = random.Random(1)
     for n in range(0, 200):
         data = bytes(rng.getrandbits(8) for _ in range(n))
-        assert ones_sum(data) == slow_sum(data) or (slow_sum(data) in (0, 0xFFFF) and ones_sum(data) in (0, 0xFFFF))
+        assert ones_sum(data) == slow_sum(data) or (
+            slow_sum(data) in (0, 0xFFFF) and ones_sum(data) in (0, 0xFFFF)
+        )
 
 
 def test_rfc1624_incremental_equals_recompute() -> None:

@@ -36,7 +36,9 @@ def test_pref64_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
         (["pref64", "neutral", "zzz"], "not an IPv6 prefix"),
     ],
 )
-def test_pref64_errors_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+def test_pref64_errors_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
     rc, _, err = run(capsys, *argv)
     assert rc == 2
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
@@ -62,25 +64,47 @@ def test_translate_pcap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     wrpcap(
         str(src),
         [
-            Ether() / IP(src="198.51.100.10", dst="203.0.113.16") / UDP(sport=1, dport=2) / Raw(b"a"),
-            Ether() / IPv6(src="2001:db8:64::10", dst="2001:db8:46::c633:640a") / UDP(sport=3, dport=4),
+            Ether()
+            / IP(src="198.51.100.10", dst="203.0.113.16")
+            / UDP(sport=1, dport=2)
+            / Raw(b"a"),
+            Ether()
+            / IPv6(src="2001:db8:64::10", dst="2001:db8:46::c633:640a")
+            / UDP(sport=3, dport=4),
             Ether() / IPv6(src="2001:db8:64::10", dst="2001:db8:dead::1") / UDP(sport=3, dport=4),
         ],
     )
     rc, out, _ = run(
-        capsys, "translate", "--pool6", "2001:db8:46::/96", "--eam", "2001:db8:64::/120=203.0.113.0/24",
-        str(src), str(dst),
+        capsys,
+        "translate",
+        "--pool6",
+        "2001:db8:46::/96",
+        "--eam",
+        "2001:db8:64::/120=203.0.113.0/24",
+        str(src),
+        str(dst),
     )
     assert rc == 0
-    assert "3 packets in, 2 packets out, 1 dropped" in out and "untranslatable_destination: 1" in out
+    assert (
+        "3 packets in, 2 packets out, 1 dropped" in out and "untranslatable_destination: 1" in out
+    )
     pk = rdpcap(str(dst))
     assert pk[0][IPv6].dst == "2001:db8:64::10" and pk[1][IP].dst == "198.51.100.10"
 
 
 def test_translate_bad_args(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(capsys, "translate", "--pool6", "2001:db8::/33", str(tmp_path / "x"), str(tmp_path / "y"))
+    rc, _, err = run(
+        capsys, "translate", "--pool6", "2001:db8::/33", str(tmp_path / "x"), str(tmp_path / "y")
+    )
     assert rc == 2 and "RFC 6052" in err
-    rc, _, err = run(capsys, "translate", "--pool6", "64:ff9b::/96", str(tmp_path / "missing.pcap"), str(tmp_path / "y"))
+    rc, _, err = run(
+        capsys,
+        "translate",
+        "--pool6",
+        "64:ff9b::/96",
+        str(tmp_path / "missing.pcap"),
+        str(tmp_path / "y"),
+    )
     assert rc == 2 and "missing.pcap" in err
     rc, _, err = run(capsys, "translate", "--pool6", "64:ff9b::/96", "--eam", "nonsense", "a", "b")
     assert rc == 2 and "IPV6PREFIX=IPV4PREFIX" in err
@@ -115,4 +139,4 @@ def test_pcap_vlan_ethernet() -> None:
     ip = raw(IP(src="192.0.2.1", dst="192.0.2.2") / UDP())
     frame = bytes(12) + b"\x81\x00\x00\x05\x08\x00" + ip
     f.write(struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame)
-    assert list(read_pcap(io.BytesIO(f.getvalue())))[0].packet == ip
+    assert next(iter(read_pcap(io.BytesIO(f.getvalue())))).packet == ip

@@ -46,7 +46,12 @@ def test_bad_entries() -> None:
     with pytest.raises(AddressError, match="IPV6PREFIX=IPV4PREFIX"):
         EamEntry.parse_pair("2001:db8::/120")
     with pytest.raises(AddressError, match="collides"):
-        EamTable([EamEntry.parse("2001:db8::/120", "192.0.2.0/24"), EamEntry.parse("2001:db8::/120", "198.51.100.0/24")])
+        EamTable(
+            [
+                EamEntry.parse("2001:db8::/120", "192.0.2.0/24"),
+                EamEntry.parse("2001:db8::/120", "198.51.100.0/24"),
+            ]
+        )
 
 
 def test_hairpin_membership() -> None:

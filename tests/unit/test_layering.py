@@ -7,7 +7,17 @@ from pathlib import Path
 
 import v6mostly
 
-FORBIDDEN = {"socket", "os", "asyncio", "time", "random", "subprocess", "select", "threading", "signal"}
+FORBIDDEN = {
+    "socket",
+    "os",
+    "asyncio",
+    "time",
+    "random",
+    "subprocess",
+    "select",
+    "threading",
+    "signal",
+}
 CORE_PACKAGES = ("wire", "addr", "siit")
 
 

@@ -16,11 +16,15 @@ POOL6 = "2001:db8:46::/96"
 def translator() -> Translator:
     # Hairpinning off: translating a translation back is otherwise exactly RFC 7757 §4.3.
     return Translator(
-        TranslatorConfig(pool6=POOL6, eam=[("2001:db8:64::/120", "203.0.113.0/24")], hairpinning=False)
+        TranslatorConfig(
+            pool6=POOL6, eam=[("2001:db8:64::/120", "203.0.113.0/24")], hairpinning=False
+        )
     )
 
 
-v4_remote = st.integers(min_value=0x01000001, max_value=0xDFFFFFFE).map(lambda n: str(ipaddress.IPv4Address(n)))
+v4_remote = st.integers(min_value=0x01000001, max_value=0xDFFFFFFE).map(
+    lambda n: str(ipaddress.IPv4Address(n))
+)
 v4_client = st.integers(min_value=1, max_value=254).map(lambda n: f"203.0.113.{n}")
 payloads = st.binary(min_size=0, max_size=600)
 ports = st.integers(min_value=0, max_value=65535)
@@ -30,10 +34,17 @@ ports = st.integers(min_value=0, max_value=65535)
 def v4_packets(draw: st.DrawFn) -> bytes:
     src, dst = draw(v4_remote), draw(v4_client)
     kind = draw(st.sampled_from(["tcp", "udp", "icmp"]))
-    ip = IP(src=src, dst=dst, ttl=draw(st.integers(2, 255)), tos=draw(st.integers(0, 255)), flags="DF")
+    ip = IP(
+        src=src, dst=dst, ttl=draw(st.integers(2, 255)), tos=draw(st.integers(0, 255)), flags="DF"
+    )
     data = draw(payloads)
     if kind == "tcp":
-        l4 = TCP(sport=draw(ports), dport=draw(ports), seq=draw(st.integers(0, 2**32 - 1)), flags=draw(st.sampled_from(["S", "A", "PA", "FA"])))
+        l4 = TCP(
+            sport=draw(ports),
+            dport=draw(ports),
+            seq=draw(st.integers(0, 2**32 - 1)),
+            flags=draw(st.sampled_from(["S", "A", "PA", "FA"])),
+        )
     elif kind == "udp":
         l4 = UDP(sport=draw(ports), dport=draw(ports))
     else:
@@ -44,7 +55,11 @@ def v4_packets(draw: st.DrawFn) -> bytes:
 @st.composite
 def v6_packets(draw: st.DrawFn) -> bytes:
     n = draw(v4_remote)
-    dst = str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8:46::")) + int(ipaddress.IPv4Address(n))))
+    dst = str(
+        ipaddress.IPv6Address(
+            int(ipaddress.IPv6Address("2001:db8:46::")) + int(ipaddress.IPv4Address(n))
+        )
+    )
     src = f"2001:db8:64::{draw(st.integers(1, 254)):x}"
     kind = draw(st.sampled_from(["tcp", "udp", "icmp"]))
     ip = IPv6(src=src, dst=dst, hlim=draw(st.integers(2, 255)), tc=draw(st.integers(0, 255)))
@@ -54,7 +69,9 @@ def v6_packets(draw: st.DrawFn) -> bytes:
     elif kind == "udp":
         l4 = UDP(sport=draw(ports), dport=draw(ports))
     else:
-        l4 = draw(st.sampled_from([ICMPv6EchoRequest, ICMPv6EchoReply]))(id=draw(ports), seq=draw(ports), data=data)
+        l4 = draw(st.sampled_from([ICMPv6EchoRequest, ICMPv6EchoReply]))(
+            id=draw(ports), seq=draw(ports), data=data
+        )
         data = b""
     return raw(ip / l4 / Raw(data))
 

@@ -21,7 +21,9 @@ RFC6052_TABLE = [
 
 @pytest.mark.parametrize(("prefix", "expected"), RFC6052_TABLE)
 def test_rfc6052_section_2_4_table(prefix: str, expected: str) -> None:
-    assert ipaddress.IPv6Address(embed_ipv4(prefix, "192.0.2.33")) == ipaddress.IPv6Address(expected)
+    assert ipaddress.IPv6Address(embed_ipv4(prefix, "192.0.2.33")) == ipaddress.IPv6Address(
+        expected
+    )
     assert extract_ipv4(prefix, expected) == "192.0.2.33"
 
 
@@ -30,7 +32,10 @@ def test_wkp_refuses_non_global_ipv4() -> None:
     p = Pref64("64:ff9b::/96")
     assert p.embed(ipaddress.IPv4Address("10.1.2.3").packed) is None
     assert p.embed(ipaddress.IPv4Address("192.0.2.1").packed) is None  # documentation: not global
-    assert p.embed(ipaddress.IPv4Address("8.8.8.8").packed) == ipaddress.IPv6Address("64:ff9b::808:808").packed
+    assert (
+        p.embed(ipaddress.IPv4Address("8.8.8.8").packed)
+        == ipaddress.IPv6Address("64:ff9b::808:808").packed
+    )
     assert p.extract(ipaddress.IPv6Address("64:ff9b::a01:203").packed) is None
 
 

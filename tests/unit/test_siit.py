@@ -7,9 +7,24 @@ scapy) and compared byte for byte; a few are kept as hex constants.
 from __future__ import annotations
 
 import pytest
-from scapy.all import ICMP, IP, TCP, UDP, GRE, ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest
-from scapy.all import ICMPv6PacketTooBig, ICMPv6ParamProblem, ICMPv6TimeExceeded, IPv6, IPv6ExtHdrFragment
-from scapy.all import IPv6ExtHdrRouting, Raw, raw
+from scapy.all import (
+    GRE,
+    ICMP,
+    IP,
+    TCP,
+    UDP,
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
+    ICMPv6TimeExceeded,
+    IPv6,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrRouting,
+    Raw,
+    raw,
+)
 
 from v6mostly.siit.translator import HEADROOM, Translator, TranslatorConfig
 from v6mostly.siit.verdict import DROPPED, SLOW, Drop
@@ -53,19 +68,13 @@ V6_UDP_IN = bytes.fromhex(
 # 203.0.113.16 -> 198.51.100.10: DF clear (36 <= 1260), ID 1 (first generated),
 # TTL 63 (copied: TUN mode), header checksum 157a, UDP checksum ff31 -> 1f4d.
 V4_UDP_OUT = bytes.fromhex(
-    "45000024000100003f11157a"
-    "cb007110c633640a"
-    "14e9003500101f4d"
-    "68656c6c6f212121"
+    "45000024000100003f11157acb007110c633640a14e9003500101f4d68656c6c6f212121"
 )
 
 # RFC 7915 §4.1 (IPv4 -> IPv6 header) and §4.5 (TCP checksum update):
 # TCP SYN-ACK 198.51.100.10.80 -> 203.0.113.16.40000, TTL 50, ID 0x1234, "hi".
 V4_TCP_IN = bytes.fromhex(
-    "4500002a123400003206104c"
-    "c633640acb007110"
-    "00509c4000000007000000095012200024780000"
-    "6869"
+    "4500002a123400003206104cc633640acb00711000509c40000000070000000950122000247800006869"
 )
 # Traffic class = TOS 0, flow label 0, payload 22, next header 6, hop limit 50;
 # TCP checksum 2478 -> 045d; no Fragment Header (DF=0 but only 62 bytes).
@@ -73,7 +82,8 @@ V6_TCP_OUT = bytes.fromhex(
     "6000000000160632"
     "20010db80046000000000000c633640a"
     "20010db8006400000000000000000010"
-    "00509c400000000700000009501220000" "45d0000"
+    "00509c400000000700000009501220000"
+    "45d0000"
     "6869"
 )
 
@@ -81,28 +91,51 @@ V6_TCP_OUT = bytes.fromhex(
 def test_hex_vector_udp_6to4() -> None:
     assert one(make(), V6_UDP_IN) == V4_UDP_OUT
     # The constants agree with an independent implementation.
-    assert V4_UDP_OUT == raw(IP(src=C4, dst=S4, id=1, flags=0, ttl=63) / UDP(sport=5353, dport=53) / Raw(b"hello!!!"))
+    assert (
+        raw(
+            IP(src=C4, dst=S4, id=1, flags=0, ttl=63) / UDP(sport=5353, dport=53) / Raw(b"hello!!!")
+        )
+        == V4_UDP_OUT
+    )
 
 
 def test_hex_vector_tcp_4to6() -> None:
     assert one(make(), V4_TCP_IN) == V6_TCP_OUT
-    exp = IPv6(src=S6, dst=C6, hlim=50) / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9) / Raw(b"hi")
-    assert V6_TCP_OUT == raw(exp)
+    exp = (
+        IPv6(src=S6, dst=C6, hlim=50)
+        / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9)
+        / Raw(b"hi")
+    )
+    assert raw(exp) == V6_TCP_OUT
 
 
 # --- RFC 7915 §4.1 / §5.1: IP headers ---------------------------------------------
 
 
 def test_tcp_4to6_exact() -> None:
-    inp = raw(IP(src=S4, dst=C4, ttl=50, tos=0xB8) / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9) / Raw(b"x" * 30))
-    exp = raw(IPv6(src=S6, dst=C6, hlim=50, tc=0xB8) / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9) / Raw(b"x" * 30))
+    inp = raw(
+        IP(src=S4, dst=C4, ttl=50, tos=0xB8)
+        / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9)
+        / Raw(b"x" * 30)
+    )
+    exp = raw(
+        IPv6(src=S6, dst=C6, hlim=50, tc=0xB8)
+        / TCP(sport=80, dport=40000, flags="SA", seq=7, ack=9)
+        / Raw(b"x" * 30)
+    )
     assert one(make(), inp) == exp
 
 
 def test_tcp_6to4_exact_df_over_1260() -> None:
     # RFC 7915 §5.1: DF is set when the IPv4 packet is larger than 1260 bytes.
-    inp = raw(IPv6(src=C6, dst=S6, hlim=64) / TCP(sport=40000, dport=80, flags="A") / Raw(b"y" * 1300))
-    exp = raw(IP(src=C4, dst=S4, ttl=64, id=1, flags="DF") / TCP(sport=40000, dport=80, flags="A") / Raw(b"y" * 1300))
+    inp = raw(
+        IPv6(src=C6, dst=S6, hlim=64) / TCP(sport=40000, dport=80, flags="A") / Raw(b"y" * 1300)
+    )
+    exp = raw(
+        IP(src=C4, dst=S4, ttl=64, id=1, flags="DF")
+        / TCP(sport=40000, dport=80, flags="A")
+        / Raw(b"y" * 1300)
+    )
     assert one(make(), inp) == exp
 
 
@@ -120,7 +153,9 @@ def test_flow_label_zero() -> None:
 
 def test_ipv4_options_ignored() -> None:
     # RFC 7915 §4.1: IPv4 options are ignored (an expired source route is an option too).
-    inp = raw(IP(src=S4, dst=C4, options=[b"\x01\x01\x01\x00"]) / UDP(sport=1, dport=2) / Raw(b"abc"))
+    inp = raw(
+        IP(src=S4, dst=C4, options=[b"\x01\x01\x01\x00"]) / UDP(sport=1, dport=2) / Raw(b"abc")
+    )
     exp = raw(IPv6(src=S6, dst=C6) / UDP(sport=1, dport=2) / Raw(b"abc"))
     assert one(make(), inp) == exp
 
@@ -162,7 +197,11 @@ def test_extension_headers_skipped() -> None:
 
 def test_segments_left_parameter_problem() -> None:
     # RFC 7915 §5.1: Segments Left != 0 -> ICMPv6 Parameter Problem pointing at it.
-    inp = raw(IPv6(src=C6, dst=S6) / IPv6ExtHdrRouting(addresses=["2001:db8::1"], segleft=1) / UDP(sport=1, dport=2))
+    inp = raw(
+        IPv6(src=C6, dst=S6)
+        / IPv6ExtHdrRouting(addresses=["2001:db8::1"], segleft=1)
+        / UDP(sport=1, dport=2)
+    )
     v = make().translate(inp)
     assert v.drop == Drop.SEGMENTS_LEFT and v.icmp_error
     err = IPv6(v.packets[0])
@@ -201,7 +240,9 @@ def test_udp_zero_checksum_computed() -> None:
 
 
 def test_udp_zero_checksum_fragment_dropped() -> None:
-    inp = raw(IP(src=S4, dst=C4, flags="MF") / UDP(sport=123, dport=123, chksum=0) / Raw(b"ntp-frag"))
+    inp = raw(
+        IP(src=S4, dst=C4, flags="MF") / UDP(sport=123, dport=123, chksum=0) / Raw(b"ntp-frag")
+    )
     v = make().translate(inp)
     assert v.drop == Drop.UDP_ZERO_CHECKSUM_FRAGMENT
     assert IP(v.packets[0])[ICMP].code == 13
@@ -217,7 +258,9 @@ def test_udp_checksum_never_zero() -> None:
     c = checksum(v4[20:], pseudo_sum_v4(v4[12:16], v4[16:20], 17, len(v4) - 20))
     word = (0xFFFF - ((~c) & 0xFFFF)) % 0xFFFF  # makes the one's-complement sum 0xffff
     word = (0xFFFF - (0xFFFF - c)) % 0xFFFF
-    pkt = IPv6(raw(IPv6(src=C6, dst=S6) / UDP(sport=1000, dport=2000) / Raw(word.to_bytes(2, "big"))))
+    pkt = IPv6(
+        raw(IPv6(src=C6, dst=S6) / UDP(sport=1000, dport=2000) / Raw(word.to_bytes(2, "big")))
+    )
     out = one(make(), raw(pkt))
     assert out[26:28] == b"\xff\xff"
     assert IP(out)[UDP].chksum == 0xFFFF
@@ -237,7 +280,9 @@ def test_checksum_neutral_prefix_leaves_l4_checksum() -> None:
     # RFC 6052 §4.1: with 64:ff9b::/96 the TCP checksum is unchanged.
     xl = Translator(TranslatorConfig(pool6="64:ff9b::/96"))
     assert xl.neutral
-    inp = raw(IPv6(src="64:ff9b::808:808", dst="64:ff9b::909:909") / TCP(sport=1, dport=2) / Raw(b"abc"))
+    inp = raw(
+        IPv6(src="64:ff9b::808:808", dst="64:ff9b::909:909") / TCP(sport=1, dport=2) / Raw(b"abc")
+    )
     out = one(xl, inp)
     assert out[20 + 16 : 20 + 18] == inp[40 + 16 : 40 + 18]
     assert out == raw(IP(src="8.8.8.8", dst="9.9.9.9", id=1) / TCP(sport=1, dport=2) / Raw(b"abc"))
@@ -253,7 +298,9 @@ def test_echo_4to6_and_6to4() -> None:
     assert out == raw(IP(src=C4, dst=S4, id=1) / ICMP(type=8, id=5, seq=6) / Raw(b"ping"))
 
 
-@pytest.mark.parametrize(("itype", "code"), [(13, 0), (15, 0), (17, 0), (4, 0), (5, 1), (3, 14), (12, 1)])
+@pytest.mark.parametrize(
+    ("itype", "code"), [(13, 0), (15, 0), (17, 0), (4, 0), (5, 1), (3, 14), (12, 1)]
+)
 def test_untranslatable_icmpv4_dropped(itype: int, code: int) -> None:
     v = make().translate(raw(IP(src=S4, dst=C4) / ICMP(type=itype, code=code) / Raw(bytes(28))))
     assert v.drop == Drop.UNTRANSLATABLE_ICMP_TYPE and not v.packets
@@ -261,7 +308,9 @@ def test_untranslatable_icmpv4_dropped(itype: int, code: int) -> None:
 
 @pytest.mark.parametrize("itype", [130, 133, 134, 135, 136, 143])
 def test_nd_and_mld_dropped(itype: int) -> None:
-    v = make().translate(raw(IPv6(src=C6, dst=S6, nh=58) / Raw(bytes([itype, 0, 0, 0]) + bytes(20))))
+    v = make().translate(
+        raw(IPv6(src=C6, dst=S6, nh=58) / Raw(bytes([itype, 0, 0, 0]) + bytes(20)))
+    )
     assert v.drop in (Drop.UNTRANSLATABLE_ICMP_TYPE, Drop.BAD_ICMP_CHECKSUM)
 
 
@@ -277,7 +326,9 @@ def test_frag_needed_to_packet_too_big() -> None:
     # RFC 7915 §4.2: MTU + 20, not below 1280; MTU 0 -> RFC 1191 plateau.
     inner = IP(src=C4, dst=S4) / TCP(sport=1, dport=2)
     for mtu, want in ((1400, 1420), (1000, 1280), (0, 1280)):
-        out = IPv6(one(make(), raw(IP(src=S4, dst=C4) / ICMP(type=3, code=4, nexthopmtu=mtu) / inner)))
+        out = IPv6(
+            one(make(), raw(IP(src=S4, dst=C4) / ICMP(type=3, code=4, nexthopmtu=mtu) / inner))
+        )
         assert out[ICMPv6PacketTooBig].mtu == want
     big = IP(src=C4, dst=S4, len=4000) / TCP(sport=1, dport=2)
     out = IPv6(one(make(), raw(IP(src=S4, dst=C4) / ICMP(type=3, code=4, nexthopmtu=0) / big)))
@@ -326,7 +377,9 @@ def test_icmp_error_size_limits() -> None:
 def test_df_clear_fragmented_to_lowest_mtu() -> None:
     # RFC 7915 §4: DF=0 and > 1280 after translation -> IPv6 fragments of at most 1280.
     data = bytes(range(256)) * 6
-    v = make().translate(raw(IP(src=S4, dst=C4, id=0x1234, flags=0) / UDP(sport=1, dport=2) / Raw(data)))
+    v = make().translate(
+        raw(IP(src=S4, dst=C4, id=0x1234, flags=0) / UDP(sport=1, dport=2) / Raw(data))
+    )
     assert v.drop is None and len(v.packets) == 2
     f1, f2 = IPv6(v.packets[0]), IPv6(v.packets[1])
     assert len(v.packets[0]) <= 1280
@@ -358,7 +411,16 @@ def test_fragment_fields_both_ways() -> None:
     out = one(make(), inp)
     f = IPv6(out)[IPv6ExtHdrFragment]
     assert (f.id, f.offset, f.m, f.nh) == (777, 10, 1, 0)
-    back = IP(one(make(), raw(IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=0x10009, offset=3, m=0, nh=17) / Raw(bytes(16)))))
+    back = IP(
+        one(
+            make(),
+            raw(
+                IPv6(src=C6, dst=S6)
+                / IPv6ExtHdrFragment(id=0x10009, offset=3, m=0, nh=17)
+                / Raw(bytes(16))
+            ),
+        )
+    )
     assert (back.id, back.frag, back.flags.MF, back.flags.DF) == (9, 3, 0, 0)
 
 
@@ -373,7 +435,9 @@ def test_translate_into_in_place() -> None:
     s, e = xl.translate_into(buf, HEADROOM, HEADROOM + len(pkt))
     assert (s, e) == (0, HEADROOM + len(pkt))
     assert not xl.pending
-    assert bytes(buf[s:e]) == raw(IPv6(src=S6, dst=C6) / TCP(sport=80, dport=40000) / Raw(b"x" * 100))
+    assert bytes(buf[s:e]) == raw(
+        IPv6(src=S6, dst=C6) / TCP(sport=80, dport=40000) / Raw(b"x" * 100)
+    )
     pkt6 = raw(IPv6(src=C6, dst=S6) / UDP(sport=1, dport=2) / Raw(b"y" * 10))
     buf[HEADROOM : HEADROOM + len(pkt6)] = pkt6
     s, e = xl.translate_into(buf, HEADROOM, HEADROOM + len(pkt6))
@@ -404,7 +468,15 @@ def test_counters() -> None:
 
 @pytest.mark.parametrize(
     "pkt",
-    [b"", b"\x45", b"\x45" + bytes(19), b"\x60" + bytes(39), b"\x70" * 40, bytes(100), b"\x4f" * 60],
+    [
+        b"",
+        b"\x45",
+        b"\x45" + bytes(19),
+        b"\x60" + bytes(39),
+        b"\x70" * 40,
+        bytes(100),
+        b"\x4f" * 60,
+    ],
 )
 def test_garbage_is_a_drop_not_an_exception(pkt: bytes) -> None:
     v = make().translate(pkt)

@@ -78,7 +78,7 @@ class EamTable:
         self._lens6 = sorted(self._by6, reverse=True)
         self._lens4 = sorted(self._by4, reverse=True)
 
-    def v6_to_v4(self, v6: bytes) -> bytes | None:
+    def v6_to_v4(self, v6: bytes | bytearray) -> bytes | None:
         """RFC 7757 §3.3: the IPv4 address for ``v6``, or None when no entry covers it."""
         n = int.from_bytes(v6, "big")
         for plen in self._lens6:
@@ -89,7 +89,7 @@ class EamTable:
                 return (int(e.v4.network_address) | suffix).to_bytes(4, "big")
         return None
 
-    def v4_to_v6(self, v4: bytes) -> bytes | None:
+    def v4_to_v6(self, v4: bytes | bytearray) -> bytes | None:
         """RFC 7757 §3.3: the IPv6 address for ``v4``, or None when no entry covers it."""
         n = int.from_bytes(v4, "big")
         for plen in self._lens4:
@@ -100,7 +100,7 @@ class EamTable:
                 return (int(e.v6.network_address) | suffix).to_bytes(16, "big")
         return None
 
-    def has_v4(self, v4: bytes) -> bool:
+    def has_v4(self, v4: bytes | bytearray) -> bool:
         """Whether ``v4`` is on the IPv6 side of some entry (RFC 7757 §4.3 hairpinning)."""
         if not self._lens4:
             return False

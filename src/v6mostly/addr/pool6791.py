@@ -30,11 +30,15 @@ class Pool6791:
             try:
                 net = ipaddress.ip_network(text, strict=False)
             except ValueError as e:
-                raise AddressError(f"RFC 6791 pool entry {text!r} is not an address or prefix ({e})") from None
+                raise AddressError(
+                    f"RFC 6791 pool entry {text!r} is not an address or prefix ({e})"
+                ) from None
             if net.version != family:
                 raise AddressError(f"RFC 6791 pool entry {text!r} is not IPv{family}")
             if net.num_addresses > 65536:
-                raise AddressError(f"RFC 6791 pool entry {text!r} is too large (at most 65536 addresses)")
+                raise AddressError(
+                    f"RFC 6791 pool entry {text!r} is too large (at most 65536 addresses)"
+                )
             out.extend(a.packed for a in (net.hosts() if net.num_addresses > 2 else net))
         fb = ipaddress.ip_address(fallback).packed if fallback else None
         return cls(out, fb)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..wire.checksum import ones_sum
 from ..errors import AddressError
+from ..wire.checksum import ones_sum
 from .rfc6052 import validate_pref64
 
 
@@ -49,7 +49,9 @@ class NeutralProposal:
     value: int
 
 
-def propose_neutral(base: ipaddress.IPv6Network, length: int | None = None) -> list[NeutralProposal]:
+def propose_neutral(
+    base: ipaddress.IPv6Network, length: int | None = None
+) -> list[NeutralProposal]:
     """Neutral Pref64s derived from ``base`` by filling one free 16-bit group.
 
     The target length is ``length`` or, by default, the base's own length when

@@ -120,7 +120,9 @@ def embed_ipv4(prefix: str | ipaddress.IPv6Network, v4: str | ipaddress.IPv4Addr
     p = Pref64(prefix if isinstance(prefix, ipaddress.IPv6Network) else str(prefix))
     out = p.embed(ipaddress.IPv4Address(v4).packed)
     if out is None:
-        raise AddressError(f"{v4} is not a global IPv4 address; RFC 6052 §3.1 forbids it with {p.network}")
+        raise AddressError(
+            f"{v4} is not a global IPv4 address; RFC 6052 §3.1 forbids it with {p.network}"
+        )
     return str(ipaddress.IPv6Address(out))
 
 
@@ -140,7 +142,9 @@ def parse_prefix(text: str) -> ipaddress.IPv6Network:
     except ValueError as e:
         raise AddressError(f"{text!r} is not an IPv6 prefix ({e})") from None
     if "/" not in text:
-        raise AddressError(f"{text!r} has no prefix length; write it as PREFIX/LEN, e.g. 64:ff9b::/96")
+        raise AddressError(
+            f"{text!r} has no prefix length; write it as PREFIX/LEN, e.g. 64:ff9b::/96"
+        )
     return net
 
 
@@ -173,12 +177,16 @@ def validate_pref64(
             "RFC 6052 §2.1 reserves 64:ff9b::/96 for the WKP itself"
         )
     if net == WKP:
-        notes.append("the Well-Known Prefix (RFC 6052 §2.1): only global IPv4 addresses may be embedded")
+        notes.append(
+            "the Well-Known Prefix (RFC 6052 §2.1): only global IPv4 addresses may be embedded"
+        )
         if ipv4 is not None and not (ipv4.is_global and not ipv4.is_multicast):
             raise AddressError(
                 f"pref64 {net} with non-global IPv4 {ipv4} violates RFC 6052 §3.1 "
                 "(the Well-Known Prefix MUST NOT be used to represent non-global IPv4 addresses)"
             )
     elif net.subnet_of(LOCAL_USE):
-        notes.append("inside the local-use prefix 64:ff9b:1::/48 (RFC 8215): allowed, including non-global IPv4")
+        notes.append(
+            "inside the local-use prefix 64:ff9b:1::/48 (RFC 8215): allowed, including non-global IPv4"
+        )
     return notes

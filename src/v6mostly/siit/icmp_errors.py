@@ -43,7 +43,9 @@ LIMIT_V6 = 1280
 LIMIT_V4 = 576
 
 
-def build_v4(tos: int, ident: int, flags: int, ttl: int, proto: int, src: bytes, dst: bytes, payload: bytes) -> bytes:
+def build_v4(
+    tos: int, ident: int, flags: int, ttl: int, proto: int, src: bytes, dst: bytes, payload: bytes
+) -> bytes:
     total = 20 + len(payload)
     hdr = bytearray(_V4.pack(0x45, tos, total, ident, flags, ttl, proto, 0, src, dst))
     _H.pack_into(hdr, 10, checksum(hdr))
@@ -79,10 +81,18 @@ def has_unexpired_source_route(buf: bytes | bytearray, p: int, end: int) -> bool
 
 def _is_icmp_error_v4(pkt: bytes) -> bool:
     ihl = (pkt[0] & 15) << 2
-    return pkt[9] == 1 and (pkt[6] & 0x1F) == 0 and pkt[7] == 0 and len(pkt) > ihl and pkt[ihl] in ICMPV4_ERRORS
+    return (
+        pkt[9] == 1
+        and (pkt[6] & 0x1F) == 0
+        and pkt[7] == 0
+        and len(pkt) > ihl
+        and pkt[ihl] in ICMPV4_ERRORS
+    )
 
 
-def icmpv4_error_from_translator(xl: Translator, pkt: bytes, itype: int, code: int, rest: bytes) -> bytes | None:
+def icmpv4_error_from_translator(
+    xl: Translator, pkt: bytes, itype: int, code: int, rest: bytes
+) -> bytes | None:
     """An ICMPv4 error from the translator's own IPv4 address (RFC 1812 §4.3.2)."""
     src = xl.ipv4_address
     if src is None:
@@ -94,7 +104,9 @@ def icmpv4_error_from_translator(xl: Translator, pkt: bytes, itype: int, code: i
     return build_v4(0, 0, 0, 64, 1, src, pkt[12:16], bytes(body))
 
 
-def icmpv6_error_from_translator(xl: Translator, pkt: bytes, itype: int, code: int, rest: bytes) -> bytes | None:
+def icmpv6_error_from_translator(
+    xl: Translator, pkt: bytes, itype: int, code: int, rest: bytes
+) -> bytes | None:
     """An ICMPv6 error from the translator's own IPv6 address (RFC 4443 §2.4)."""
     src = xl.ipv6_address
     if src is None:
@@ -177,12 +189,16 @@ def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | None:
     return build_v6(tc, plen, nh, ttl, src6, dst6) + bytes(payload)
 
 
-def translate_icmpv4(xl: Translator, pkt: bytes, ihl: int, ttl: int, hairpin: bool) -> tuple[int, int]:
+def translate_icmpv4(
+    xl: Translator, pkt: bytes, ihl: int, ttl: int, hairpin: bool
+) -> tuple[int, int]:
     """RFC 7915 §4.2/§4.3: translate an ICMPv4 message other than an echo."""
     icmp = pkt[ihl:]
     t, c = icmp[0], icmp[1]
     if t not in ICMPV4_ERRORS:
-        return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)  # info messages other than echo: silently dropped
+        return xl.drop(
+            Drop.UNTRANSLATABLE_ICMP_TYPE
+        )  # info messages other than echo: silently dropped
     if checksum(icmp) != 0:
         return xl.drop(Drop.BAD_ICMP_CHECKSUM)
     rest = _Z4
@@ -302,7 +318,9 @@ def inner_6to4(xl: Translator, data: bytes) -> bytes | None:
     return bytes(hdr) + bytes(payload)
 
 
-def translate_icmpv6(xl: Translator, pkt: bytes, l4off: int, hlim: int, ident: int) -> tuple[int, int]:
+def translate_icmpv6(
+    xl: Translator, pkt: bytes, l4off: int, hlim: int, ident: int
+) -> tuple[int, int]:
     """RFC 7915 §5.2/§5.3: translate an ICMPv6 message other than an echo.
 
     ``ident`` is the Fragment Header's Identification (low 16 bits), or -1.
@@ -362,7 +380,9 @@ def translate_icmpv6(xl: Translator, pkt: bytes, l4off: int, hlim: int, ident: i
     body = bytearray((nt, nc, 0, 0)) + rest + data
     _H.pack_into(body, 2, checksum(body))
     tos = 0 if xl.reset_tc else (pkt[0] & 15) << 4 | pkt[1] >> 4
-    out = build_v4(tos, ident if ident >= 0 else xl.next_ip_id(), 0, hlim, 1, src4, dst4, bytes(body))
+    out = build_v4(
+        tos, ident if ident >= 0 else xl.next_ip_id(), 0, hlim, 1, src4, dst4, bytes(body)
+    )
     if xl.hairpinning and xl.eam and xl.eam.has_v4(dst4):
         return _hairpin(xl, out)
     return xl.emit(DIR_6TO4, P_ICMP, [out])

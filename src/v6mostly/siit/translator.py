@@ -31,6 +31,7 @@ from ..addr.pool6791 import Pool6791
 from ..addr.pref64 import is_neutral
 from ..addr.rfc6052 import Pref64
 from ..errors import ConfigError
+from ..wire.checksum import sum_delta
 from . import v4_to_v6, v6_to_v4
 from .verdict import DIR_4TO6, DIR_6TO4, DROPPED, SLOW, Drop, Stats, Verdict
 
@@ -93,7 +94,9 @@ class Translator:
         self.pool6: Pref64 | None = Pref64(cfg.pool6) if cfg.pool6 else None
         self.eam = EamTable([EamEntry.parse(a, b) for a, b in cfg.eam])
         if self.pool6 is None and not self.eam:
-            raise ConfigError("pool6: no pool6 prefix and no EAM entry; nothing could be translated")
+            raise ConfigError(
+                "pool6: no pool6 prefix and no EAM entry; nothing could be translated"
+            )
         self.ipv4_address = _addr("ipv4_address", cfg.ipv4_address, 4)
         self.ipv6_address = _addr("ipv6_address", cfg.ipv6_address, 6)
         self.pool6791_v4 = Pool6791.parse(cfg.pool6791_v4, cfg.ipv4_address, 4)
@@ -108,10 +111,24 @@ class Translator:
         self.ip_id = cfg.ip_id_seed & 0xFFFF
         #: True when pool6 translation leaves TCP/UDP checksums unchanged (RFC 6052 §4.1).
         self.neutral = self.pool6 is not None and is_neutral(self.pool6.network) and not self.eam
+        #: Address-pair caches of the fast path: key = the packet's address bytes,
+        #: value = (translated address bytes, checksum delta) or a Drop reason.
+        #: The mapping is a pure function of the configuration, so this is a memo,
+        #: not state; it is bounded and cleared when full or reconfigured.
+        self.map46: dict[bytes, tuple[bytes, int] | Drop] = {}
+        self.map64: dict[bytes, tuple[bytes, int, bool] | Drop] = {}
+        self.cache_limit = 65536
+        self._mv_owner: bytearray | None = None
+        self._mv: memoryview = memoryview(b"")
+        #: RFC 7915 §4: DF=0 packets are fragmented to fit both of these.
+        self.frag_mtu = min(self.lowest_ipv6_mtu, self.ipv6_mtu)
         self.pending: list[bytes] = []
         #: Set when the last slow path answered with our own ICMP error.
         self.last_error: Drop | None = None
         self.stats = Stats()
+        #: The fast path counts straight into these (the same lists as in ``stats``).
+        self.c_packets = self.stats.packets
+        self.c_octets = self.stats.octets
 
     # -- address mapping (policy: EAM first, then pool6; RFC 7757 §3.3) ----------------
 
@@ -135,6 +152,50 @@ class Translator:
                 return a
         p = self.pool6
         return p.extract(bytes(v6)) if p is not None else None
+
+    def view(self, buf: bytearray) -> memoryview:
+        """A memoryview of the caller's buffer, kept while the same buffer comes back.
+
+        The buffer must not be resized while the translator holds the view
+        (TUN workers use one fixed buffer; ``translate`` makes a new one each call).
+        """
+        if buf is not self._mv_owner:
+            self._mv_owner = buf
+            self._mv = memoryview(buf)
+        return self._mv
+
+    def resolve46(self, key: bytes) -> tuple[bytes, int] | Drop:
+        """Fast-path memo for IPv4 (src, dst) -> IPv6 (src, dst) and the checksum delta."""
+        dst6 = self.v4_to_v6_addr(key[4:8])
+        if dst6 is None:
+            r: tuple[bytes, int] | Drop = Drop.UNTRANSLATABLE_DESTINATION
+        else:
+            src6 = self.v4_to_v6_addr(key[0:4])
+            if src6 is None:
+                r = Drop.UNTRANSLATABLE_SOURCE
+            else:
+                r = (src6 + dst6, sum_delta(src6 + dst6, key))
+        if len(self.map46) >= self.cache_limit:
+            self.map46.clear()
+        self.map46[key] = r
+        return r
+
+    def resolve64(self, key: bytes) -> tuple[bytes, int, bool] | Drop:
+        """Fast-path memo for IPv6 (src, dst) -> IPv4 (src, dst), delta, hairpin?"""
+        dst4 = self.v6_to_v4_addr(key[16:32])
+        if dst4 is None:
+            r: tuple[bytes, int, bool] | Drop = Drop.UNTRANSLATABLE_DESTINATION
+        else:
+            src4 = self.v6_to_v4_addr(key[0:16])
+            if src4 is None:
+                r = Drop.UNTRANSLATABLE_SOURCE
+            else:
+                hp = bool(self.hairpinning and self.eam and self.eam.has_v4(dst4))
+                r = (src4 + dst4, sum_delta(src4 + dst4, key), hp)
+        if len(self.map64) >= self.cache_limit:
+            self.map64.clear()
+        self.map64[key] = r
+        return r
 
     def next_ip_id(self) -> int:
         self.ip_id = i = (self.ip_id + 1) & 0xFFFF

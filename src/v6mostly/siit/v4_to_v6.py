@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, ones_sum, pseudo_sum_v6, sum_delta, update
+from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update
 from . import fragment, icmp_errors
 from .verdict import DIR_4TO6, P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
 
@@ -24,6 +24,7 @@ _V4 = struct.Struct("!BBHHHBBH")
 _V6 = struct.Struct("!IHBB")
 _H = struct.Struct("!H")
 _PROTO_CLASS = {6: P_TCP, 17: P_UDP, 58: P_ICMP}
+_from_bytes = int.from_bytes
 
 
 def translate_4to6(
@@ -39,7 +40,9 @@ def translate_4to6(
         return xl.drop(Drop.MALFORMED)
     if total > size:
         return xl.drop(Drop.TRUNCATED)
-    if ones_sum(buf[start : start + ihl]) != 0xFFFF:
+    mv = xl._mv if buf is xl._mv_owner else xl.view(buf)
+    # RFC 791 header checksum: the sum of a valid header is 0xffff, i.e. 0 mod 0xffff.
+    if _from_bytes(mv[start : start + ihl], "big") % 0xFFFF:
         return xl.drop(Drop.BAD_IPV4_HEADER_CHECKSUM)
     end = start + total
     l4 = start + ihl
@@ -50,13 +53,17 @@ def translate_4to6(
     # Hop limit (RFC 7915 §4.1 "Hop Limit"; see DESIGN.md for the TUN variant).
     if not hairpin:
         if ttl <= 1:
-            return _icmp4_from_translator(xl, buf, start, end, 11, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED)
+            return _icmp4_from_translator(
+                xl, buf, start, end, 11, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED
+            )
         if xl.decrement_ttl:
             ttl -= 1
 
     # RFC 7915 §4.1: an unexpired source route option -> ICMP "source route failed".
     if ihl > 20 and icmp_errors.has_unexpired_source_route(buf, start + 20, l4):
-        return _icmp4_from_translator(xl, buf, start, end, 3, 5, b"\x00\x00\x00\x00", Drop.SOURCE_ROUTE)
+        return _icmp4_from_translator(
+            xl, buf, start, end, 3, 5, b"\x00\x00\x00\x00", Drop.SOURCE_ROUTE
+        )
 
     if proto == 1:
         if is_frag:
@@ -67,13 +74,24 @@ def translate_4to6(
         if itype != 8 and itype != 0:
             return icmp_errors.translate_icmpv4(xl, bytes(buf[start:end]), ihl, ttl, hairpin)
 
-    dst6 = xl.v4_to_v6_addr(buf[start + 16 : start + 20])
-    if dst6 is None:
-        return xl.drop(Drop.UNTRANSLATABLE_DESTINATION)
-    src4 = buf[start + 12 : start + 16]
-    src6 = xl.v4_to_v6_pool6(src4) if hairpin else xl.v4_to_v6_addr(src4)
-    if src6 is None:
-        return xl.drop(Drop.UNTRANSLATABLE_SOURCE)
+    if hairpin:
+        dst6 = xl.v4_to_v6_addr(buf[start + 16 : start + 20])
+        if dst6 is None:
+            return xl.drop(Drop.UNTRANSLATABLE_DESTINATION)
+        src6 = xl.v4_to_v6_pool6(buf[start + 12 : start + 16])
+        if src6 is None:
+            return xl.drop(Drop.UNTRANSLATABLE_SOURCE)
+        addrs = src6 + dst6
+        delta = sum_delta(addrs, buf[start + 12 : start + 20])
+    else:
+        key = mv[start + 12 : start + 20].tobytes()
+        m = xl.map46.get(key)
+        if m is None:
+            m = xl.resolve46(key)
+        if type(m) is not tuple:
+            return xl.drop(m)  # type: ignore[arg-type]
+        addrs, delta = m
+    neutral = delta == 0
 
     out_len = 40 + payload + (8 if is_frag else 0)
     df = frag & 0x4000
@@ -88,10 +106,13 @@ def translate_4to6(
         if proto == 6:
             if payload < 20:
                 return xl.drop(Drop.MALFORMED)
-            if not xl.neutral:
+            if not neutral:
+                # RFC 1624 eqn. 3, inlined: HC' = ~(~HC + delta).
                 c = l4 + 16
-                d = sum_delta(src6 + dst6, buf[start + 12 : start + 20])
-                _H.pack_into(buf, c, update(_H.unpack_from(buf, c)[0], d))
+                x = (0xFFFF - (buf[c] << 8 | buf[c + 1]) + delta) % 0xFFFF or 0xFFFF
+                x = 0xFFFF - x
+                buf[c] = x >> 8
+                buf[c + 1] = x & 0xFF
         elif proto == 17:
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
@@ -101,23 +122,37 @@ def translate_4to6(
                 # RFC 7915 §4.5: zero UDP checksum.
                 if is_frag:
                     return _icmp4_from_translator(
-                        xl, buf, start, end, 3, 13, b"\x00\x00\x00\x00", Drop.UDP_ZERO_CHECKSUM_FRAGMENT
+                        xl,
+                        buf,
+                        start,
+                        end,
+                        3,
+                        13,
+                        b"\x00\x00\x00\x00",
+                        Drop.UDP_ZERO_CHECKSUM_FRAGMENT,
                     )
                 if not xl.amend_udp:
                     return _icmp4_from_translator(
                         xl, buf, start, end, 3, 13, b"\x00\x00\x00\x00", Drop.UDP_ZERO_CHECKSUM
                     )
-                new = checksum(buf[l4:end], pseudo_sum_v6(src6, dst6, 17, payload)) or 0xFFFF
+                new = (
+                    checksum(buf[l4:end], pseudo_sum_v6(addrs[:16], addrs[16:], 17, payload))
+                    or 0xFFFF
+                )
                 _H.pack_into(buf, c, new)
-            elif not xl.neutral:
-                d = sum_delta(src6 + dst6, buf[start + 12 : start + 20])
-                _H.pack_into(buf, c, update(old, d) or 0xFFFF)
+            elif not neutral:
+                x = (0xFFFF - old + delta) % 0xFFFF or 0xFFFF
+                x = (0xFFFF - x) or 0xFFFF  # a UDP checksum is never sent as 0x0000
+                buf[c] = x >> 8
+                buf[c + 1] = x & 0xFF
         elif proto == 1:
             # RFC 7915 §4.2: Echo Request/Reply (type 8/0) -> type 128/129; ICMPv6
             # adds the pseudo-header to the checksum.
             itype = buf[l4]
             ntype = 128 if itype == 8 else 129
-            d = (pseudo_sum_v6(src6, dst6, 58, payload) + ((ntype - itype) << 8)) % 0xFFFF
+            d = (
+                pseudo_sum_v6(addrs[:16], addrs[16:], 58, payload) + ((ntype - itype) << 8)
+            ) % 0xFFFF
             buf[l4] = ntype
             c = l4 + 2
             _H.pack_into(buf, c, update(_H.unpack_from(buf, c)[0], d))
@@ -125,14 +160,14 @@ def translate_4to6(
 
     nh = 58 if proto == 1 else proto
     tc = 0 if xl.reset_tc else tos
-    if is_frag or (not df and out_len > min(xl.lowest_ipv6_mtu, xl.ipv6_mtu)):
+    if is_frag or (not df and out_len > xl.frag_mtu):
         pkts = fragment.to_ipv6_fragments(
             xl,
             tc,
             nh,
             ttl,
-            src6,
-            dst6,
+            addrs[:16],
+            addrs[16:],
             bytes(buf[l4:end]),
             ident,
             offset,
@@ -142,14 +177,12 @@ def translate_4to6(
 
     o = l4 - 40
     _V6.pack_into(buf, o, 0x60000000 | (tc << 20), payload, nh, ttl)
-    buf[o + 8 : o + 24] = src6
-    buf[o + 24 : o + 40] = dst6
+    buf[o + 8 : o + 40] = addrs
     if hairpin:
         xl.stats.hairpinned += 1
-    st = xl.stats
     i = _PROTO_CLASS.get(nh, P_OTHER)
-    st.packets[i] += 1
-    st.octets[i] += end - o
+    xl.c_packets[i] += 1
+    xl.c_octets[i] += end - o
     return o, end
 
 
@@ -165,4 +198,3 @@ def _icmp4_from_translator(
 ) -> tuple[int, int]:
     pkt = icmp_errors.icmpv4_error_from_translator(xl, bytes(buf[start:end]), itype, code, rest)
     return xl.emit_error(pkt, reason, 4)
-

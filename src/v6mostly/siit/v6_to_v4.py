@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6, sum_delta, update
+from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6, update
 from . import icmp_errors, v4_to_v6
 from .tables import EXT_FRAGMENT, EXT_HBH, EXT_ROUTING, WALKED_EXT
 from .verdict import P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
@@ -26,6 +26,7 @@ _V6 = struct.Struct("!IHBB")
 _V4 = struct.Struct("!BBHHHBBH")
 _H = struct.Struct("!H")
 _PROTO_CLASS = {6: P_TCP, 17: P_UDP, 1: P_ICMP}
+_from_bytes = int.from_bytes
 
 
 class ExtWalk:
@@ -109,7 +110,9 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
         nh, l4, frag_pos = w.nh, w.l4, w.frag_pos
 
     if hlim <= 1:
-        return _icmp6_from_translator(xl, buf, start, end, 3, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED)
+        return _icmp6_from_translator(
+            xl, buf, start, end, 3, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED
+        )
     if xl.decrement_ttl:
         hlim -= 1
 
@@ -133,14 +136,15 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             ident = _H.unpack_from(buf, frag_pos + 6)[0] if frag_pos >= 0 else -1
             return icmp_errors.translate_icmpv6(xl, bytes(buf[start:end]), l4 - start, hlim, ident)
 
-    src6 = buf[start + 8 : start + 24]
-    dst6 = buf[start + 24 : start + 40]
-    dst4 = xl.v6_to_v4_addr(dst6)
-    if dst4 is None:
-        return xl.drop(Drop.UNTRANSLATABLE_DESTINATION)
-    src4 = xl.v6_to_v4_addr(src6)
-    if src4 is None:
-        return xl.drop(Drop.UNTRANSLATABLE_SOURCE)
+    mv = xl._mv if buf is xl._mv_owner else xl.view(buf)
+    key = mv[start + 8 : start + 40].tobytes()
+    m = xl.map64.get(key)
+    if m is None:
+        m = xl.resolve64(key)
+    if type(m) is not tuple:
+        return xl.drop(m)  # type: ignore[arg-type]
+    addrs, delta, hairpin = m
+    neutral = delta == 0
 
     total = 20 + payload
     if total > xl.ipv4_mtu:
@@ -153,10 +157,12 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
         if proto == 6:
             if payload < 20:
                 return xl.drop(Drop.MALFORMED)
-            if not xl.neutral:
+            if not neutral:
                 c = l4 + 16
-                d = sum_delta(src4 + dst4, buf[start + 8 : start + 40])
-                _H.pack_into(buf, c, update(_H.unpack_from(buf, c)[0], d))
+                x = (0xFFFF - (buf[c] << 8 | buf[c + 1]) + delta) % 0xFFFF or 0xFFFF
+                x = 0xFFFF - x
+                buf[c] = x >> 8
+                buf[c + 1] = x & 0xFF
         elif proto == 17:
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
@@ -166,16 +172,21 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
                 # A zero UDP checksum is not allowed in IPv6 (RFC 8200 §8.1); compute it.
                 if is_frag:
                     return xl.drop(Drop.UDP_ZERO_CHECKSUM_FRAGMENT)
-                new = checksum(buf[l4:end], pseudo_sum_v4(src4, dst4, 17, payload)) or 0xFFFF
+                new = (
+                    checksum(buf[l4:end], pseudo_sum_v4(addrs[:4], addrs[4:], 17, payload))
+                    or 0xFFFF
+                )
                 _H.pack_into(buf, c, new)
-            elif not xl.neutral:
-                d = sum_delta(src4 + dst4, buf[start + 8 : start + 40])
-                _H.pack_into(buf, c, update(old, d) or 0xFFFF)
+            elif not neutral:
+                x = (0xFFFF - old + delta) % 0xFFFF or 0xFFFF
+                x = (0xFFFF - x) or 0xFFFF  # a UDP checksum is never sent as 0x0000
+                buf[c] = x >> 8
+                buf[c + 1] = x & 0xFF
         elif proto == 1:
             # RFC 7915 §5.2: Echo Request/Reply 128/129 -> 8/0; drop the pseudo-header.
             itype = buf[l4]
             ntype = 8 if itype == 128 else 0
-            d = (((ntype - itype) << 8) - pseudo_sum_v6(src6, dst6, 58, payload)) % 0xFFFF
+            d = (((ntype - itype) << 8) - pseudo_sum_v6(key[:16], key[16:], 58, payload)) % 0xFFFF
             buf[l4] = ntype
             c = l4 + 2
             new = update(_H.unpack_from(buf, c)[0], d)
@@ -196,17 +207,18 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
     tos = 0 if xl.reset_tc else (vtf >> 20) & 0xFF
     o = l4 - 20
     _V4.pack_into(buf, o, 0x45, tos, total, ident, flags, hlim, proto, 0)
-    buf[o + 12 : o + 16] = src4
-    buf[o + 16 : o + 20] = dst4
-    _H.pack_into(buf, o + 10, checksum(buf[o : o + 20]))
+    buf[o + 12 : o + 20] = addrs
+    x = _from_bytes(mv[o : o + 20], "big") % 0xFFFF  # RFC 791 header checksum
+    x = 0xFFFF - (x or 0xFFFF)
+    buf[o + 10] = x >> 8
+    buf[o + 11] = x & 0xFF
 
-    if xl.hairpinning and xl.eam and xl.eam.has_v4(dst4):
+    if hairpin:
         # RFC 7757 §4.3: the destination is an EAM'd IPv6 node: translate back.
         return v4_to_v6.translate_4to6(xl, buf, o, end, True)
-    st = xl.stats
     i = 4 + _PROTO_CLASS.get(proto, P_OTHER)
-    st.packets[i] += 1
-    st.octets[i] += end - o
+    xl.c_packets[i] += 1
+    xl.c_octets[i] += end - o
     return o, end
 
 
@@ -233,4 +245,3 @@ def _icmp6_from_translator(
 ) -> tuple[int, int]:
     pkt = icmp_errors.icmpv6_error_from_translator(xl, bytes(buf[start:end]), itype, code, rest)
     return xl.emit_error(pkt, reason, 6)
-

@@ -10,9 +10,31 @@ import ipaddress
 
 from .checksum import checksum, pseudo_sum_v4, pseudo_sum_v6
 
-_PROTO = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 47: "GRE", 50: "ESP", 132: "SCTP", 59: "none"}
-_ICMP4 = {0: "echo-reply", 3: "dest-unreach", 8: "echo-request", 11: "time-exceeded", 12: "param-problem"}
-_ICMP6 = {1: "dest-unreach", 2: "packet-too-big", 3: "time-exceeded", 4: "param-problem", 128: "echo-request", 129: "echo-reply"}
+_PROTO = {
+    1: "ICMP",
+    6: "TCP",
+    17: "UDP",
+    58: "ICMPv6",
+    47: "GRE",
+    50: "ESP",
+    132: "SCTP",
+    59: "none",
+}
+_ICMP4 = {
+    0: "echo-reply",
+    3: "dest-unreach",
+    8: "echo-request",
+    11: "time-exceeded",
+    12: "param-problem",
+}
+_ICMP6 = {
+    1: "dest-unreach",
+    2: "packet-too-big",
+    3: "time-exceeded",
+    4: "param-problem",
+    128: "echo-request",
+    129: "echo-reply",
+}
 
 
 def _ok(flag: bool) -> str:
@@ -67,11 +89,18 @@ def describe(pkt: bytes, inner: bool = False) -> str:
             head += f"hdr-csum {_ok(checksum(pkt[:ihl]) == 0)} "
         data = pkt[ihl:total] if not inner else pkt[ihl:]
         whole = not frag & 0x2000  # a first fragment's checksum covers the whole datagram
-        l4 = _l4(pkt[9], data, pseudo_sum_v4(pkt[12:16], pkt[16:20], pkt[9], len(data)), False, off == 0, inner or not whole)
+        l4 = _l4(
+            pkt[9],
+            data,
+            pseudo_sum_v4(pkt[12:16], pkt[16:20], pkt[9], len(data)),
+            False,
+            off == 0,
+            inner or not whole,
+        )
         return head + "| " + l4
     if v == 6 and len(pkt) >= 40:
         plen = int.from_bytes(pkt[4:6], "big")
-        src, dst = ipaddress.IPv6Address(pkt[8:24]), ipaddress.IPv6Address(pkt[24:40])
+        src6, dst6 = ipaddress.IPv6Address(pkt[8:24]), ipaddress.IPv6Address(pkt[24:40])
         nh, p, first, fr, whole = pkt[6], 40, True, "", True
         while nh in (0, 43, 60, 44) and p + 8 <= len(pkt):
             if nh == 44:
@@ -84,8 +113,15 @@ def describe(pkt: bytes, inner: bool = False) -> str:
                     break
             else:
                 nh, p = pkt[p], p + (pkt[p + 1] + 1) * 8
-        head = f"IPv6 {src} > {dst} hlim {pkt[7]} plen {plen} {fr}"
+        head = f"IPv6 {src6} > {dst6} hlim {pkt[7]} plen {plen} {fr}"
         data = pkt[p : 40 + plen] if not inner else pkt[p:]
-        l4 = _l4(nh, data, pseudo_sum_v6(pkt[8:24], pkt[24:40], nh, len(data)), True, first, inner or not whole)
+        l4 = _l4(
+            nh,
+            data,
+            pseudo_sum_v6(pkt[8:24], pkt[24:40], nh, len(data)),
+            True,
+            first,
+            inner or not whole,
+        )
         return head + "| " + l4
     return f"not IP ({len(pkt)} bytes)"

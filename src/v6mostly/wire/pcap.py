@@ -50,11 +50,23 @@ def strip_link(linktype: int, data: bytes) -> bytes:
     if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         return data
     if linktype == LINKTYPE_ETHERNET:
-        return _ip_from_ethertype(int.from_bytes(data[12:14], "big"), data, 14) if len(data) >= 14 else b""
+        return (
+            _ip_from_ethertype(int.from_bytes(data[12:14], "big"), data, 14)
+            if len(data) >= 14
+            else b""
+        )
     if linktype == LINKTYPE_LINUX_SLL:
-        return _ip_from_ethertype(int.from_bytes(data[14:16], "big"), data, 16) if len(data) >= 16 else b""
+        return (
+            _ip_from_ethertype(int.from_bytes(data[14:16], "big"), data, 16)
+            if len(data) >= 16
+            else b""
+        )
     if linktype == LINKTYPE_LINUX_SLL2:
-        return _ip_from_ethertype(int.from_bytes(data[0:2], "big"), data, 20) if len(data) >= 20 else b""
+        return (
+            _ip_from_ethertype(int.from_bytes(data[0:2], "big"), data, 20)
+            if len(data) >= 20
+            else b""
+        )
     if linktype == LINKTYPE_NULL:
         return data[4:] if len(data) > 4 else b""
     raise PcapError(f"link type {linktype} is not supported (use RAW, Ethernet, Linux SLL or NULL)")
