@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update
+from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update, update_at
 from . import fragment, icmp_errors
 from .verdict import DIR_4TO6, P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
 
@@ -107,12 +107,7 @@ def translate_4to6(
             if payload < 20:
                 return xl.drop(Drop.MALFORMED)
             if not neutral:
-                # RFC 1624 eqn. 3, inlined: HC' = ~(~HC + delta).
-                c = l4 + 16
-                x = (0xFFFF - (buf[c] << 8 | buf[c + 1]) + delta) % 0xFFFF or 0xFFFF
-                x = 0xFFFF - x
-                buf[c] = x >> 8
-                buf[c + 1] = x & 0xFF
+                update_at(buf, l4 + 16, delta, False)
         elif proto == 17:
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
@@ -141,10 +136,7 @@ def translate_4to6(
                 )
                 _H.pack_into(buf, c, new)
             elif not neutral:
-                x = (0xFFFF - old + delta) % 0xFFFF or 0xFFFF
-                x = (0xFFFF - x) or 0xFFFF  # a UDP checksum is never sent as 0x0000
-                buf[c] = x >> 8
-                buf[c + 1] = x & 0xFF
+                update_at(buf, c, delta, True)
         elif proto == 1:
             # RFC 7915 §4.2: Echo Request/Reply (type 8/0) -> type 128/129; ICMPv6
             # adds the pseudo-header to the checksum.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6, update
+from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6, update, update_at
 from . import icmp_errors, v4_to_v6
 from .tables import EXT_FRAGMENT, EXT_HBH, EXT_ROUTING, WALKED_EXT
 from .verdict import P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
@@ -158,11 +158,7 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             if payload < 20:
                 return xl.drop(Drop.MALFORMED)
             if not neutral:
-                c = l4 + 16
-                x = (0xFFFF - (buf[c] << 8 | buf[c + 1]) + delta) % 0xFFFF or 0xFFFF
-                x = 0xFFFF - x
-                buf[c] = x >> 8
-                buf[c + 1] = x & 0xFF
+                update_at(buf, l4 + 16, delta, False)
         elif proto == 17:
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
@@ -178,10 +174,7 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
                 )
                 _H.pack_into(buf, c, new)
             elif not neutral:
-                x = (0xFFFF - old + delta) % 0xFFFF or 0xFFFF
-                x = (0xFFFF - x) or 0xFFFF  # a UDP checksum is never sent as 0x0000
-                buf[c] = x >> 8
-                buf[c + 1] = x & 0xFF
+                update_at(buf, c, delta, True)
         elif proto == 1:
             # RFC 7915 §5.2: Echo Request/Reply 128/129 -> 8/0; drop the pseudo-header.
             itype = buf[l4]

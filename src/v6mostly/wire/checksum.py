@@ -65,3 +65,17 @@ def update(check: int, delta: int) -> int:
 def sum_delta(new: bytes | bytearray | memoryview, old: bytes | bytearray | memoryview) -> int:
     """(sum(new) - sum(old)) mod 0xffff, both read as 16-bit words (even lengths)."""
     return (_from_bytes(new, "big") - _from_bytes(old, "big")) % 0xFFFF
+
+
+def update_at(buf: bytearray, pos: int, delta: int, udp: bool) -> None:
+    """RFC 1624 eqn. 3 applied to the 16-bit checksum stored at ``buf[pos]``, in place.
+
+    For UDP a result of 0x0000 is written as 0xffff: zero means "no checksum"
+    (RFC 768) and IPv6 receivers drop it (RFC 8200 §8.1).
+    """
+    x = (0xFFFF - (buf[pos] << 8 | buf[pos + 1]) + delta) % 0xFFFF or 0xFFFF
+    x = 0xFFFF - x
+    if udp and x == 0:
+        x = 0xFFFF
+    buf[pos] = x >> 8
+    buf[pos + 1] = x & 0xFF
