@@ -44,7 +44,7 @@ class Pref64:
     The algorithm only; policy (which prefix, EAM precedence) is in the translator.
     """
 
-    __slots__ = ("_head", "_mid_before", "_pos", "_prefix", "_wkp", "length", "network")
+    __slots__ = ("_head", "_pos", "_prefix", "_wkp", "length", "network")
 
     def __init__(self, network: ipaddress.IPv6Network | str) -> None:
         net = ipaddress.IPv6Network(network, strict=False) if isinstance(network, str) else network
@@ -85,9 +85,6 @@ class Pref64:
         if n == 48:
             return self._head + v4[:2] + b"\x00" + v4[2:] + b"\x00" * 5
         return self._head + v4[:1] + b"\x00" + v4[1:] + b"\x00" * 4  # /56
-
-    def contains(self, v6: bytes) -> bool:
-        return v6[: len(self._head)] == self._head if self.length % 8 == 0 else False
 
     def extract(self, v6: bytes) -> bytes | None:
         """RFC 6052 §2.3: the IPv4 address inside ``v6``, or None if ``v6`` is not under the prefix.

@@ -33,7 +33,7 @@ from ..addr.rfc6052 import Pref64
 from ..errors import ConfigError
 from ..wire.checksum import sum_delta
 from . import v4_to_v6, v6_to_v4
-from .verdict import DIR_4TO6, DIR_6TO4, DROPPED, SLOW, Drop, Stats, Verdict
+from .verdict import DROPPED, SLOW, Drop, Stats, Verdict
 
 HEADROOM = 20
 
@@ -261,6 +261,3 @@ class Translator:
         if self.last_error is not None:
             return Verdict(out, drop=self.last_error, icmp_error=True)
         return Verdict(out)
-
-    def direction_of(self, packet: bytes | bytearray) -> int:
-        return DIR_4TO6 if packet and packet[0] >> 4 == 4 else DIR_6TO4
