@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoRequest, IPv6, Raw, wrpcap
 
+from tests.sample_site import C4, C6, S4, S6, TRANSLATE_FLAGS
+
 pytestmark = pytest.mark.integration
 
 
@@ -26,21 +28,20 @@ def tshark() -> str:
 
 def test_translated_capture_checksums_verified_by_tshark(tmp_path: Path) -> None:
     src, dst = tmp_path / "in.pcap", tmp_path / "out.pcap"
-    c6, s6, c4, s4 = "2001:db8:64::10", "2001:db8:46::c633:640a", "203.0.113.16", "198.51.100.10"
     pkts = []
     for i in range(20):
         pkts.append(
-            IPv6(src=c6, dst=s6) / TCP(sport=40000 + i, dport=80, flags="S") / Raw(bytes([i]) * i)
+            IPv6(src=C6, dst=S6) / TCP(sport=40000 + i, dport=80, flags="S") / Raw(bytes([i]) * i)
         )
         pkts.append(
-            IP(src=s4, dst=c4)
+            IP(src=S4, dst=C4)
             / TCP(sport=80, dport=40000 + i, flags="SA")
             / Raw(bytes([i]) * (i * 7))
         )
-        pkts.append(IPv6(src=c6, dst=s6) / UDP(sport=5000 + i, dport=53) / Raw(b"q" * i))
-        pkts.append(IP(src=s4, dst=c4) / UDP(sport=53, dport=5000 + i) / Raw(b"r" * i))
-        pkts.append(IPv6(src=c6, dst=s6) / ICMPv6EchoRequest(id=i, seq=i, data=b"p" * i))
-        pkts.append(IP(src=s4, dst=c4) / ICMP(type=0, id=i, seq=i) / Raw(b"p" * i))
+        pkts.append(IPv6(src=C6, dst=S6) / UDP(sport=5000 + i, dport=53) / Raw(b"q" * i))
+        pkts.append(IP(src=S4, dst=C4) / UDP(sport=53, dport=5000 + i) / Raw(b"r" * i))
+        pkts.append(IPv6(src=C6, dst=S6) / ICMPv6EchoRequest(id=i, seq=i, data=b"p" * i))
+        pkts.append(IP(src=S4, dst=C4) / ICMP(type=0, id=i, seq=i) / Raw(b"p" * i))
     wrpcap(str(src), [Raw(bytes(p)) for p in pkts], linktype=101)
     r = subprocess.run(
         [
@@ -48,10 +49,7 @@ def test_translated_capture_checksums_verified_by_tshark(tmp_path: Path) -> None
             "-m",
             "v6mostly.cli",
             "translate",
-            "--pool6",
-            "2001:db8:46::/96",
-            "--eam",
-            "2001:db8:64::/120=203.0.113.0/24",
+            *TRANSLATE_FLAGS,
             str(src),
             str(dst),
         ],

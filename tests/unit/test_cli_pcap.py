@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, UDP, Ether, IPv6, Raw, raw, rdpcap, wrpcap
 
+from tests.sample_site import TRANSLATE_FLAGS
 from v6mostly.cli import main
 from v6mostly.errors import PcapError
 from v6mostly.wire.pcap import PcapWriter, read_pcap
@@ -77,10 +78,7 @@ def test_translate_pcap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     rc, out, _ = run(
         capsys,
         "translate",
-        "--pool6",
-        "2001:db8:46::/96",
-        "--eam",
-        "2001:db8:64::/120=203.0.113.0/24",
+        *TRANSLATE_FLAGS,
         str(src),
         str(dst),
     )

@@ -31,7 +31,7 @@ def to_ipv6_fragments(
     mf: bool,
 ) -> list[bytes]:
     """The IPv6 packet(s), each with a Fragment Header, for an IPv4 payload."""
-    mtu = min(xl.lowest_ipv6_mtu, xl.ipv6_mtu)
+    mtu = xl.frag_mtu
     chunk = ((mtu - 48) // 8) * 8
     head = (0x60000000 | (tc << 20)).to_bytes(4, "big")
     tail = bytes((44, hlim)) + src6 + dst6

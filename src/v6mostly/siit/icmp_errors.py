@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update
+from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta
 from .tables import (
     ICMPV4_ERRORS,
     V4_TO_V6_POINTER,
@@ -28,6 +28,7 @@ from .tables import (
     V6_UNREACH_CODES,
     plateau_below,
 )
+from .transport import echo_4to6, echo_6to4, update_tcp_udp
 from .verdict import DIR_4TO6, DIR_6TO4, P_ICMP, SLOW, Drop
 
 if TYPE_CHECKING:
@@ -164,22 +165,13 @@ def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | None:
     n = len(payload)
     nh = 58 if proto == 1 else proto
     if offset == 0:
-        if proto == 6 and n >= 18:
-            d = sum_delta(src6 + dst6, src4 + dst4)
-            _H.pack_into(payload, 16, update(_H.unpack_from(payload, 16)[0], d))
-        elif proto == 17 and n >= 8:
-            old = _H.unpack_from(payload, 6)[0]
-            if old:
-                d = sum_delta(src6 + dst6, src4 + dst4)
-                _H.pack_into(payload, 6, update(old, d) or 0xFFFF)
-        elif proto == 1 and n >= 4:
-            it = payload[0]
-            if it != 8 and it != 0:
-                return None  # an ICMP error inside an ICMP error
-            nt = 128 if it == 8 else 129
-            d = (pseudo_sum_v6(src6, dst6, 58, max(total - ihl, 0)) + ((nt - it) << 8)) % 0xFFFF
-            payload[0] = nt
-            _H.pack_into(payload, 2, update(_H.unpack_from(payload, 2)[0], d))
+        if proto == 1:
+            if n >= 4:
+                if payload[0] != 8 and payload[0] != 0:
+                    return None  # an ICMP error inside an ICMP error
+                echo_4to6(payload, 0, src6, dst6, max(total - ihl, 0))
+        else:
+            update_tcp_udp(payload, 0, n, proto, sum_delta(src6 + dst6, src4 + dst4))
     tc = 0 if xl.reset_tc else tos
     plen = max(total - ihl, 0)
     if is_frag:
@@ -296,22 +288,13 @@ def inner_6to4(xl: Translator, data: bytes) -> bytes | None:
         ident = xl.next_ip_id()
         flags = 0x4000 if total > 1260 else 0
     if offset == 0:
-        if proto == 6 and n >= 18:
-            d = sum_delta(src4 + dst4, src6 + dst6)
-            _H.pack_into(payload, 16, update(_H.unpack_from(payload, 16)[0], d))
-        elif proto == 17 and n >= 8:
-            old = _H.unpack_from(payload, 6)[0]
-            if old:
-                d = sum_delta(src4 + dst4, src6 + dst6)
-                _H.pack_into(payload, 6, update(old, d) or 0xFFFF)
-        elif proto == 1 and n >= 4:
-            it = payload[0]
-            if it != 128 and it != 129:
-                return None  # an ICMPv6 error inside an ICMPv6 error
-            nt = 8 if it == 128 else 0
-            d = (((nt - it) << 8) - pseudo_sum_v6(src6, dst6, 58, upper_len)) % 0xFFFF
-            payload[0] = nt
-            _H.pack_into(payload, 2, update(_H.unpack_from(payload, 2)[0], d))
+        if proto == 1:
+            if n >= 4:
+                if payload[0] != 128 and payload[0] != 129:
+                    return None  # an ICMPv6 error inside an ICMPv6 error
+                echo_6to4(payload, 0, n, src6, dst6, upper_len)
+        else:
+            update_tcp_udp(payload, 0, n, proto, sum_delta(src4 + dst4, src6 + dst6))
     tos = 0 if xl.reset_tc else (vtf >> 20) & 0xFF
     hdr = bytearray(_V4.pack(0x45, tos, total & 0xFFFF, ident, flags, hlim, proto, 0, src4, dst4))
     _H.pack_into(hdr, 10, checksum(hdr))

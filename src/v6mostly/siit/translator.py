@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..addr.eam import EamEntry, EamTable
 from ..addr.pool6791 import Pool6791
@@ -36,6 +37,7 @@ from . import v4_to_v6, v6_to_v4
 from .verdict import DROPPED, SLOW, Drop, Stats, Verdict
 
 HEADROOM = 20
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -175,10 +177,7 @@ class Translator:
                 r = Drop.UNTRANSLATABLE_SOURCE
             else:
                 r = (src6 + dst6, sum_delta(src6 + dst6, key))
-        if len(self.map46) >= self.cache_limit:
-            self.map46.clear()
-        self.map46[key] = r
-        return r
+        return self._remember(self.map46, key, r)
 
     def resolve64(self, key: bytes) -> tuple[bytes, int, bool] | Drop:
         """Fast-path memo for IPv6 (src, dst) -> IPv4 (src, dst), delta, hairpin?"""
@@ -192,10 +191,14 @@ class Translator:
             else:
                 hp = bool(self.hairpinning and self.eam and self.eam.has_v4(dst4))
                 r = (src4 + dst4, sum_delta(src4 + dst4, key), hp)
-        if len(self.map64) >= self.cache_limit:
-            self.map64.clear()
-        self.map64[key] = r
-        return r
+        return self._remember(self.map64, key, r)
+
+    def _remember(self, cache: dict[bytes, _T], key: bytes, value: _T) -> _T:
+        """Store in a bounded memo, emptying it when full (the mapping is pure)."""
+        if len(cache) >= self.cache_limit:
+            cache.clear()
+        cache[key] = value
+        return value
 
     def next_ip_id(self) -> int:
         self.ip_id = i = (self.ip_id + 1) & 0xFFFF

@@ -13,8 +13,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update, update_at
+from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta, update_at
 from . import fragment, icmp_errors
+from .transport import echo_4to6
 from .verdict import DIR_4TO6, P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
 
 if TYPE_CHECKING:
@@ -112,8 +113,7 @@ def translate_4to6(
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
             c = l4 + 6
-            old = _H.unpack_from(buf, c)[0]
-            if old == 0:
+            if not (buf[c] or buf[c + 1]):
                 # RFC 7915 §4.5: zero UDP checksum.
                 if is_frag:
                     return _icmp4_from_translator(
@@ -138,16 +138,7 @@ def translate_4to6(
             elif not neutral:
                 update_at(buf, c, delta, True)
         elif proto == 1:
-            # RFC 7915 §4.2: Echo Request/Reply (type 8/0) -> type 128/129; ICMPv6
-            # adds the pseudo-header to the checksum.
-            itype = buf[l4]
-            ntype = 128 if itype == 8 else 129
-            d = (
-                pseudo_sum_v6(addrs[:16], addrs[16:], 58, payload) + ((ntype - itype) << 8)
-            ) % 0xFFFF
-            buf[l4] = ntype
-            c = l4 + 2
-            _H.pack_into(buf, c, update(_H.unpack_from(buf, c)[0], d))
+            echo_4to6(buf, l4, addrs[:16], addrs[16:], payload)
             proto = 58
 
     nh = 58 if proto == 1 else proto

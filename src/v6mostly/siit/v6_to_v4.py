@@ -14,9 +14,10 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6, update, update_at
+from ..wire.checksum import checksum, pseudo_sum_v4, update_at
 from . import icmp_errors, v4_to_v6
 from .tables import EXT_FRAGMENT, EXT_HBH, EXT_ROUTING, WALKED_EXT
+from .transport import echo_6to4
 from .verdict import P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
 
 if TYPE_CHECKING:
@@ -163,8 +164,7 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
             c = l4 + 6
-            old = _H.unpack_from(buf, c)[0]
-            if old == 0:
+            if not (buf[c] or buf[c + 1]):
                 # A zero UDP checksum is not allowed in IPv6 (RFC 8200 §8.1); compute it.
                 if is_frag:
                     return xl.drop(Drop.UDP_ZERO_CHECKSUM_FRAGMENT)
@@ -176,19 +176,7 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             elif not neutral:
                 update_at(buf, c, delta, True)
         elif proto == 1:
-            # RFC 7915 §5.2: Echo Request/Reply 128/129 -> 8/0; drop the pseudo-header.
-            itype = buf[l4]
-            ntype = 8 if itype == 128 else 0
-            d = (((ntype - itype) << 8) - pseudo_sum_v6(key[:16], key[16:], 58, payload)) % 0xFFFF
-            buf[l4] = ntype
-            c = l4 + 2
-            new = update(_H.unpack_from(buf, c)[0], d)
-            if new == 0:
-                # ICMPv4 has no pseudo-header: an all-zero message must carry 0xffff,
-                # which an incremental update cannot tell from 0x0000 (1 in 65536).
-                _H.pack_into(buf, c, 0)
-                new = checksum(buf[l4:end])
-            _H.pack_into(buf, c, new)
+            echo_6to4(buf, l4, end, key[:16], key[16:], payload)
 
     # RFC 7915 §5.1 Identification / Flags.
     if frag_pos >= 0:

@@ -68,13 +68,12 @@ def sum_delta(new: bytes | bytearray | memoryview, old: bytes | bytearray | memo
 
 
 def update_at(buf: bytearray, pos: int, delta: int, udp: bool) -> None:
-    """RFC 1624 eqn. 3 applied to the 16-bit checksum stored at ``buf[pos]``, in place.
+    """:func:`update` applied to the 16-bit checksum stored at ``buf[pos]``, in place.
 
     For UDP a result of 0x0000 is written as 0xffff: zero means "no checksum"
     (RFC 768) and IPv6 receivers drop it (RFC 8200 §8.1).
     """
-    x = (0xFFFF - (buf[pos] << 8 | buf[pos + 1]) + delta) % 0xFFFF or 0xFFFF
-    x = 0xFFFF - x
+    x = update(buf[pos] << 8 | buf[pos + 1], delta)
     if udp and x == 0:
         x = 0xFFFF
     buf[pos] = x >> 8
