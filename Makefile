@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo test lint bench fuzz clean debs-test
+.PHONY: demo test lint bench bench-e2e fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -13,20 +13,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# Debian packages the test suite drives: tshark verifies translated checksums.
-debs-test:
-	@command -v tshark >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" != 0 ]; then echo "tshark is missing; run 'make test' as root or apt-get install tshark" >&2; exit 1; fi; \
-	  apt-get update -qq && $(APT) tshark; }
+# Debian packages the lab, the demo and the tests drive (command -> package).
+DEBS := tshark:tshark ip:iproute2 nft:nftables ping:iputils-ping tracepath:iputils-tracepath \
+        curl:curl traceroute:traceroute iperf3:iperf3 ethtool:ethtool dnsmasq:dnsmasq-base \
+        conntrack:conntrack dig:bind9-dnsutils tayga:tayga sysctl:procps
+debs:
+	@missing=""; for cp in $(DEBS); do c=$${cp%%:*}; p=$${cp#*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing; run as root" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && $(APT) $$missing >/dev/null; fi
 
-demo: $(STAMP)
-	$(BIN)/v6mostly demo
+demo: $(STAMP) debs
+	$(BIN)/v6mostly lab demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy
 
-test: $(STAMP) debs-test lint
+test: $(STAMP) debs lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)

@@ -164,6 +164,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_translator_flags(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--pool6", help="Pref64::/n for RFC 6052 mapping")
+    t.add_argument("--eam", action="append", metavar="IPV6PFX=IPV4PFX", help="an RFC 7757 entry")
+    t.add_argument(
+        "--pool6791", action="append", metavar="ADDR", help="RFC 6791 pool address or prefix"
+    )
+    t.add_argument("--ipv4-address", help="the translator's own IPv4 address")
+    t.add_argument("--ipv6-address", help="the translator's own IPv6 address")
+    t.add_argument("--lowest-ipv6-mtu", type=int, default=1280)
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s v6mostly %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _siit_settings(args: argparse.Namespace) -> object:
+    from .config import Settings, TunSettings, load
+
+    if args.config:
+        return load(args.config, plat=False)
+    if not args.pool6 and not args.eam:
+        raise V6mostlyError("siit: give --config FILE, or --pool6 and/or --eam")
+    cfg = _config_from_args(args)
+    from .siit.translator import Translator as _T
+
+    _T(cfg)  # validate now, with the flag names in the message
+    if args.metrics:
+        from .config import listen_address
+
+        listen_address(args.metrics)
+    return Settings(
+        source="<command line>",
+        tun=TunSettings(
+            name=args.tun,
+            mtu=args.mtu,
+            queues=args.queues,
+            offload=not args.no_offload,
+            txqueuelen=args.txqueuelen,
+        ),
+        translator=cfg,
+        napt66=None,
+        metrics_listen=args.metrics or "",
+        manage_routes=args.routes,
+    )
+
+
+def _serve(args: argparse.Namespace, plat: bool) -> int:
+    from .config import Settings, load
+    from .services.translator import dry_run_text, serve_forever
+
+    s = load(args.config, plat=True) if plat else _siit_settings(args)
+    assert isinstance(s, Settings)
+    if args.dry_run:
+        print(dry_run_text(s, plat=plat))
+        return 0
+    _setup_logging(args.verbose)
+    return serve_forever(s, plat=plat, replace=args.replace)
+
+
+def cmd_siit(args: argparse.Namespace) -> int:
+    return _serve(args, plat=False)
+
+
+def cmd_plat(args: argparse.Namespace) -> int:
+    return _serve(args, plat=True)
+
+
+def _service_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print what would be applied, exit")
+    p.add_argument(
+        "--replace", action="store_true", help="take over an existing device, table or route"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="v6mostly", description="Tools for an IPv6-mostly network.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -182,14 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("translate", help="translate the packets of a pcap file")
     t.add_argument("input")
     t.add_argument("output")
-    t.add_argument("--pool6", help="Pref64::/n for RFC 6052 mapping")
-    t.add_argument("--eam", action="append", metavar="IPV6PFX=IPV4PFX", help="an RFC 7757 entry")
-    t.add_argument(
-        "--pool6791", action="append", metavar="ADDR", help="RFC 6791 pool address or prefix"
-    )
-    t.add_argument("--ipv4-address", help="the translator's own IPv4 address")
-    t.add_argument("--ipv6-address", help="the translator's own IPv6 address")
-    t.add_argument("--lowest-ipv6-mtu", type=int, default=1280)
+    add_translator_flags(t)
     t.add_argument(
         "--decrement-ttl", action="store_true", help="decrement TTL/Hop Limit (Jool style)"
     )
@@ -198,6 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="translate the built-in sample capture and print a trace")
     d.set_defaults(func=cmd_demo)
+
+    si = sub.add_parser("siit", help="run the stateless translator on a TUN device")
+    si.add_argument("--config", help="TOML configuration file")
+    si.add_argument("--tun", default="siit0", help="TUN device name (default siit0)")
+    add_translator_flags(si)
+    si.add_argument("--queues", type=int, default=0, help="worker processes (0 = one per CPU)")
+    si.add_argument("--no-offload", action="store_true", help="no vnet header / TSO")
+    si.add_argument("--mtu", type=int, default=1500)
+    si.add_argument("--txqueuelen", type=int, default=10000)
+    si.add_argument(
+        "--routes", action="store_true", help="also route pool6 and EAM prefixes into the TUN"
+    )
+    si.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics")
+    _service_flags(si)
+    si.set_defaults(func=cmd_siit, decrement_ttl=False)
+
+    pl = sub.add_parser("plat", help="run a stateful NAT64 (SIIT + nftables NAPT66)")
+    pl.add_argument("--config", required=True, help="TOML configuration file")
+    _service_flags(pl)
+    pl.set_defaults(func=cmd_plat)
+
+    from .lab.cli import add_lab_parser
+
+    add_lab_parser(sub)
     return p
 
 

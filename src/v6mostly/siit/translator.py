@@ -90,7 +90,7 @@ def _addr(name: str, text: str | None, version: int) -> bytes | None:
 class Translator:
     """A stateless IP/ICMP translator (RFC 7915) with RFC 6052, RFC 7757 and RFC 6791."""
 
-    def __init__(self, config: TranslatorConfig | None = None) -> None:
+    def __init__(self, config: TranslatorConfig | None = None, stats: Stats | None = None) -> None:
         cfg = config or TranslatorConfig()
         self.config = cfg
         self.pool6: Pref64 | None = Pref64(cfg.pool6) if cfg.pool6 else None
@@ -127,7 +127,7 @@ class Translator:
         self.pending: list[bytes] = []
         #: Set when the last slow path answered with our own ICMP error.
         self.last_error: Drop | None = None
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()
         #: The fast path counts straight into these (the same lists as in ``stats``).
         self.c_packets = self.stats.packets
         self.c_octets = self.stats.octets

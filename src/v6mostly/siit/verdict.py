@@ -8,7 +8,8 @@ constants so that counting costs one list store on the fast path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import MutableSequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -57,16 +58,50 @@ SLOW = -1  #: the outputs are in ``Translator.pending``
 DROPPED = -2  #: the packet was dropped; the second value is the ``Drop`` reason
 
 
-@dataclass
 class Stats:
-    """Counters of one translator. ``merge`` adds another's (multi-worker totals)."""
+    """Counters of one translator. ``merge`` adds another's (multi-worker totals).
 
-    packets: list[int] = field(default_factory=lambda: [0] * 8)
-    octets: list[int] = field(default_factory=lambda: [0] * 8)
-    drops: list[int] = field(default_factory=lambda: [0] * len(Drop))
-    icmp_errors: list[int] = field(default_factory=lambda: [0, 0])  # generated, per family 4/6
-    fragments_out: int = 0
-    hairpinned: int = 0
+    The counters are slices of one flat sequence of ``Stats.SIZE`` integers.
+    By default that is a private list; a process-based data plane passes a
+    ``memoryview`` over shared memory instead (``backing``), so workers count
+    straight into memory the supervisor reads, with no copying or messages.
+    """
+
+    N_DROPS = len(Drop)
+    SIZE = 8 + 8 + N_DROPS + 2 + 2
+
+    def __init__(self, backing: MutableSequence[int] | None = None) -> None:
+        nd = self.N_DROPS
+        if backing is None:
+            self.packets: MutableSequence[int] = [0] * 8
+            self.octets: MutableSequence[int] = [0] * 8
+            self.drops: MutableSequence[int] = [0] * nd
+            self.icmp_errors: MutableSequence[int] = [0, 0]  # generated, per family 4/6
+            self.misc: MutableSequence[int] = [0, 0]  # fragments out, hairpinned
+            return
+        if len(backing) < self.SIZE:
+            raise ValueError(f"Stats backing needs {self.SIZE} counters")
+        self.packets = backing[0:8]
+        self.octets = backing[8:16]
+        self.drops = backing[16 : 16 + nd]
+        self.icmp_errors = backing[16 + nd : 18 + nd]
+        self.misc = backing[18 + nd : 20 + nd]
+
+    @property
+    def fragments_out(self) -> int:
+        return self.misc[0]
+
+    @fragments_out.setter
+    def fragments_out(self, value: int) -> None:
+        self.misc[0] = value
+
+    @property
+    def hairpinned(self) -> int:
+        return self.misc[1]
+
+    @hairpinned.setter
+    def hairpinned(self, value: int) -> None:
+        self.misc[1] = value
 
     def merge(self, other: Stats) -> None:
         for mine, theirs in (
@@ -74,11 +109,10 @@ class Stats:
             (self.octets, other.octets),
             (self.drops, other.drops),
             (self.icmp_errors, other.icmp_errors),
+            (self.misc, other.misc),
         ):
             for i, v in enumerate(theirs):
                 mine[i] += v
-        self.fragments_out += other.fragments_out
-        self.hairpinned += other.hairpinned
 
     def as_dict(self) -> dict[str, int]:
         out: dict[str, int] = {}

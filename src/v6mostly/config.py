@@ -1,0 +1,358 @@
+"""TOML configuration of ``v6mostly siit`` and ``v6mostly plat``.
+
+Every error names the file, the key, the value and the rule, in one line::
+
+    plat.toml: [translator] pool6 = "64:ff9b::/96": ... violates RFC 6052 §3.1
+
+Example (``v6mostly plat``)::
+
+    [tun]
+    name = "nat64"          # created at start, removed at exit
+    mtu = 1500
+    queues = 0              # 0 = one worker per CPU
+    offload = true          # IFF_VNET_HDR + TSO/USO; falls back to plain packets
+    txqueuelen = 10000
+
+    [translator]
+    pool6 = "2001:db8:64::/96"
+    ipv4_address = "198.51.100.254"    # source of the translator's own ICMPv4 errors
+    ipv6_address = "2001:db8:46::fffe" # source of its own ICMPv6 errors
+    pool6791 = ["198.51.100.253"]
+    eam = [{ ipv6 = "2001:db8:46::10/128", ipv4 = "198.51.100.10/32" }]
+
+    [napt66]
+    inside = ["2001:db8:1::/64"]       # client prefixes that may open flows
+    outer = [{ ipv6 = "2001:db8:46::1", ipv4 = "198.51.100.1" }]
+    udp_oneshot_ports = [53, 123]
+    udp_oneshot_timeout = 10
+    # private_egress = { ipv6 = "2001:db8:46::2", ipv4 = "198.51.100.2",
+    #                    destinations = ["10.0.0.0/8"] }
+
+    [routing]
+    table = 0               # policy routing table for traffic leaving the TUN (0 = none)
+
+    [metrics]
+    listen = "127.0.0.1:9464"   # "" = no endpoint
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addr.rfc6052 import parse_prefix, validate_pref64
+from .errors import AddressError, ConfigError
+from .siit.translator import Translator, TranslatorConfig
+
+
+@dataclass
+class TunSettings:
+    name: str = "nat64"
+    mtu: int = 1500
+    queues: int = 0
+    offload: bool = True
+    txqueuelen: int = 10000
+
+    def queue_count(self) -> int:
+        return self.queues or (os.cpu_count() or 1)
+
+
+@dataclass
+class Outer:
+    ipv6: ipaddress.IPv6Address
+    ipv4: ipaddress.IPv4Address
+
+
+@dataclass
+class PrivateEgress:
+    outer: Outer
+    destinations: list[ipaddress.IPv4Network]
+
+
+@dataclass
+class Napt66Settings:
+    inside: list[ipaddress.IPv6Network] = field(default_factory=list)
+    outer: list[Outer] = field(default_factory=list)
+    udp_oneshot_ports: list[int] = field(default_factory=lambda: [53, 123])
+    udp_oneshot_timeout: int = 10
+    private_egress: PrivateEgress | None = None
+    port_min: int = 1024
+    port_max: int = 65535
+
+
+@dataclass
+class Settings:
+    source: str
+    tun: TunSettings
+    translator: TranslatorConfig
+    napt66: Napt66Settings | None
+    routing_table: int = 0
+    metrics_listen: str = ""
+    manage_routes: bool = True
+
+    def pref64(self) -> ipaddress.IPv6Network | None:
+        return ipaddress.IPv6Network(self.translator.pool6) if self.translator.pool6 else None
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name file, key and rule."""
+
+    def __init__(self, source: str, section: str, table: dict[str, Any]) -> None:
+        self.source = source
+        self.section = section
+        self.table = table
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: [{self.section}] {key}"
+
+    def fail(self, key: str, value: object, rule: str) -> ConfigError:
+        v = f'"{value}"' if isinstance(value, str) else repr(value)
+        return ConfigError(f"{self.where(key)} = {v}: {rule}")
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        v = self.table[key]
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise self.fail(key, v, "expected an integer")
+        if kind is not int and not isinstance(v, kind):
+            raise self.fail(key, v, f"expected {_kind_name(kind)}")
+        return v
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        v: int = self.get(key, int, default)
+        if not low <= v <= high:
+            raise self.fail(key, v, f"expected an integer from {low} to {high}")
+        return v
+
+    def address(self, key: str, version: int, default: str | None = None) -> str | None:
+        v = self.get(key, str, default)
+        if v is None:
+            return None
+        return _address(self, key, v, version)
+
+    def finish(self) -> None:
+        extra = sorted(set(self.table) - self.used)
+        if extra:
+            raise ConfigError(f"{self.where(extra[0])}: unknown key")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", bool: "true or false", list: "a list", dict: "a table"}.get(
+        kind, kind.__name__
+    )
+
+
+def _address(r: _Reader, key: str, text: Any, version: int) -> str:
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise r.fail(key, text, f"expected an IPv{version} address") from None
+    if a.version != version:
+        raise r.fail(key, text, f"expected an IPv{version} address")
+    return str(a)
+
+
+def _network(r: _Reader, key: str, text: Any, version: int) -> str:
+    try:
+        n = ipaddress.ip_network(text)
+    except ValueError:
+        raise r.fail(
+            key, text, f"expected an IPv{version} prefix with no host bits set (ADDR/LEN)"
+        ) from None
+    if n.version != version:
+        raise r.fail(key, text, f"expected an IPv{version} prefix")
+    return str(n)
+
+
+def _section(source: str, data: dict[str, Any], name: str) -> _Reader:
+    t = data.get(name, {})
+    if not isinstance(t, dict):
+        raise ConfigError(f"{source}: [{name}]: expected a table")
+    return _Reader(source, name, t)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_translator(r: _Reader) -> TranslatorConfig:
+    pool6 = r.get("pool6", str, None)
+    if pool6 is not None:
+        try:
+            net = parse_prefix(pool6)
+            validate_pref64(net)
+        except AddressError as e:
+            raise r.fail("pool6", pool6, str(e)) from None
+        pool6 = str(net)
+    eam: list[tuple[str, str]] = []
+    for i, item in enumerate(r.get("eam", list, [])):
+        k = f"eam[{i}]"
+        if not isinstance(item, dict) or set(item) != {"ipv6", "ipv4"}:
+            raise r.fail(k, item, 'expected { ipv6 = "PREFIX", ipv4 = "PREFIX" }')
+        eam.append(
+            (_network(r, k + ".ipv6", item["ipv6"], 6), _network(r, k + ".ipv4", item["ipv4"], 4))
+        )
+    pool6791 = r.get("pool6791", list, [])
+    p4: list[str] = []
+    p6: list[str] = []
+    for i, item in enumerate(pool6791):
+        k = f"pool6791[{i}]"
+        if not isinstance(item, str):
+            raise r.fail(k, item, "expected an address or prefix string")
+        try:
+            n = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise r.fail(k, item, "expected an IPv4 or IPv6 address or prefix") from None
+        (p4 if n.version == 4 else p6).append(str(n))
+    cfg = TranslatorConfig(
+        pool6=pool6,
+        eam=eam,
+        pool6791_v4=p4,
+        pool6791_v6=p6,
+        ipv4_address=r.address("ipv4_address", 4),
+        ipv6_address=r.address("ipv6_address", 6),
+        lowest_ipv6_mtu=r.integer("lowest_ipv6_mtu", 1280, 1280, 65535),
+        amend_udp_checksum_zero=r.get("amend_udp_checksum_zero", bool, True),
+        reset_traffic_class=r.get("reset_traffic_class", bool, False),
+        hairpinning=r.get("hairpinning", bool, True),
+    )
+    r.finish()
+    try:
+        Translator(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{r.source}: [translator] {e}") from None
+    return cfg
+
+
+def parse_tun(r: _Reader) -> TunSettings:
+    name = r.get("name", str, "nat64")
+    if not name or len(name) > 15 or any(c in name for c in "/ \t"):
+        raise r.fail("name", name, "expected an interface name of 1-15 characters")
+    t = TunSettings(
+        name=name,
+        mtu=r.integer("mtu", 1500, 1280, 65535),
+        queues=r.integer("queues", 0, 0, 256),
+        offload=r.get("offload", bool, True),
+        txqueuelen=r.integer("txqueuelen", 10000, 1, 1_000_000),
+    )
+    r.finish()
+    return t
+
+
+def _outer(r: _Reader, key: str, item: Any) -> Outer:
+    if not isinstance(item, dict) or not {"ipv6", "ipv4"} <= set(item):
+        raise r.fail(key, item, 'expected { ipv6 = "ADDR", ipv4 = "ADDR" }')
+    return Outer(
+        ipaddress.IPv6Address(_address(r, key + ".ipv6", item["ipv6"], 6)),
+        ipaddress.IPv4Address(_address(r, key + ".ipv4", item["ipv4"], 4)),
+    )
+
+
+def parse_napt66(r: _Reader) -> Napt66Settings:
+    inside = [
+        ipaddress.IPv6Network(_network(r, f"inside[{i}]", x, 6))
+        for i, x in enumerate(r.get("inside", list, []))
+    ]
+    if not inside:
+        raise r.fail("inside", [], "expected at least one client IPv6 prefix")
+    outer = [_outer(r, f"outer[{i}]", x) for i, x in enumerate(r.get("outer", list, []))]
+    if not outer:
+        raise r.fail("outer", [], "expected at least one { ipv6, ipv4 } outer address pair")
+    ports = r.get("udp_oneshot_ports", list, [53, 123])
+    for i, p in enumerate(ports):
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+            raise r.fail(f"udp_oneshot_ports[{i}]", p, "expected a port from 1 to 65535")
+    pe = r.get("private_egress", dict, None)
+    private = None
+    if pe is not None:
+        dests = pe.get("destinations", [])
+        if not isinstance(dests, list) or not dests:
+            raise r.fail("private_egress.destinations", dests, "expected a list of IPv4 prefixes")
+        private = PrivateEgress(
+            _outer(r, "private_egress", pe),
+            [
+                ipaddress.IPv4Network(_network(r, f"private_egress.destinations[{i}]", d, 4))
+                for i, d in enumerate(dests)
+            ],
+        )
+    s = Napt66Settings(
+        inside=inside,
+        outer=outer,
+        udp_oneshot_ports=list(ports),
+        udp_oneshot_timeout=r.integer("udp_oneshot_timeout", 10, 1, 3600),
+        private_egress=private,
+        port_min=r.integer("port_min", 1024, 1, 65535),
+        port_max=r.integer("port_max", 65535, 1, 65535),
+    )
+    if s.port_min > s.port_max:
+        raise r.fail("port_min", s.port_min, f"expected at most port_max ({s.port_max})")
+    r.finish()
+    return s
+
+
+def check_outer_mapping(source: str, s: Napt66Settings, t: TranslatorConfig) -> None:
+    """Each outer IPv6 address must translate to its IPv4 partner (an EAM entry)."""
+    xl = Translator(t)
+    pairs = list(s.outer) + ([s.private_egress.outer] if s.private_egress else [])
+    for i, o in enumerate(pairs):
+        got = xl.v6_to_v4_addr(o.ipv6.packed)
+        if got != o.ipv4.packed:
+            shown = ipaddress.IPv4Address(got) if got else "nothing"
+            raise ConfigError(
+                f'{source}: [napt66] outer[{i}] = {{ ipv6 = "{o.ipv6}", ipv4 = "{o.ipv4}" }}: '
+                f"the translator maps {o.ipv6} to {shown}; add an [translator] eam entry "
+                f'{{ ipv6 = "{o.ipv6}/128", ipv4 = "{o.ipv4}/32" }}'
+            )
+
+
+def load(path: str, plat: bool) -> Settings:
+    """Read and validate a ``siit`` (``plat=False``) or ``plat`` configuration file."""
+    data = read_toml(path)
+    known = {"tun", "translator", "metrics", "routing"} | ({"napt66"} if plat else set())
+    for k in data:
+        if k not in known:
+            raise ConfigError(f"{path}: [{k}]: unknown section (expected one of {sorted(known)})")
+    tun = parse_tun(_section(path, data, "tun"))
+    tr = _section(path, data, "translator")
+    translator = parse_translator(tr)
+    napt = parse_napt66(_section(path, data, "napt66")) if plat else None
+    if napt is not None:
+        check_outer_mapping(path, napt, translator)
+    rt = _section(path, data, "routing")
+    table = rt.integer("table", 0, 0, 0xFFFFFFFF)
+    manage = rt.get("routes", bool, plat)
+    rt.finish()
+    m = _section(path, data, "metrics")
+    listen = m.get("listen", str, "")
+    if listen:
+        parse_listen(m, listen)
+    m.finish()
+    return Settings(path, tun, translator, napt, table, listen, manage)
+
+
+def parse_listen(r: _Reader, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise r.fail("listen", text, 'expected "ADDRESS:PORT" (e.g. "127.0.0.1:9464")')
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise r.fail("listen", text, "expected a numeric IPv4 or IPv6 address") from None
+    return host, int(port)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    return parse_listen(_Reader("--metrics", "metrics", {}), text)

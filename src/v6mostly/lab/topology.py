@@ -1,0 +1,503 @@
+"""A whole IPv6-mostly site in network namespaces.
+
+::
+
+    client6                      plat                              inet4
+    eth0 2001:db8:1::100/64 ---- c6 2001:db8:1::1/64
+         2001:db8:1::101/64      [v6mostly plat, TUN nat64]
+                                 i4 203.0.113.1/24 --------------- eth0 203.0.113.10/24
+                                                                   HTTP :80, iperf3 :5201,
+                                                                   DNS :53 (www.example.net A)
+
+Pref64 2001:db8:64::/96 (network-specific; the WKP may not carry documentation
+addresses, RFC 6052 §3.1). NAPT66 maps 2001:db8:1::/64 to the outer IPv6
+address 2001:db8:46::1, which the translator maps (EAM) to 198.51.100.1.
+
+Every name carries the lab's id (``v6m-ID-NODE``); the lab's state (process
+ids, config, logs) lives in ``/run/v6mostly-lab/ID/``. ``down`` kills every
+process inside the lab's namespaces and deletes them, which removes their
+links, TUN devices, routes and nftables tables too; it works from the names
+alone, so it also cleans up after a crash.
+
+The translator can be ``v6mostly`` (default), ``tayga`` (Debian's TAYGA behind
+the same NAPT66 table, for comparison) or ``none`` (plain IPv6 forwarding to a
+server that also has IPv6: the ceiling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ..errors import V6mostlyError
+
+RUN_DIR = "/run/v6mostly-lab"
+PREFIX = "v6m-"
+NODES = ("client6", "plat", "inet4")
+
+PREF64 = "2001:db8:64::/96"
+CLIENT_NET = "2001:db8:1::/64"
+CLIENT = "2001:db8:1::100"
+CLIENT_B = "2001:db8:1::101"
+PLAT_V6 = "2001:db8:1::1"
+PLAT_V4 = "203.0.113.1"
+SERVER4 = "203.0.113.10"
+SERVER6_NATIVE = "2001:db8:2::10"  # only with translator "none"
+OUTER6 = "2001:db8:46::1"
+OUTER4 = "198.51.100.1"
+XLAT6 = "2001:db8:46::fffe"
+XLAT4 = "198.51.100.254"
+SERVER_NAME = "www.example.net"
+METRICS = "127.0.0.1:9464"
+
+
+def server6() -> str:
+    """The IPv4-only server's address as the IPv6-only client sees it (RFC 6052)."""
+    net = ipaddress.IPv6Network(PREF64)
+    return str(net.network_address + int(ipaddress.IPv4Address(SERVER4)))
+
+
+class LabError(V6mostlyError):
+    pass
+
+
+def run(
+    cmd: Sequence[str], check: bool = True, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    try:
+        r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise LabError(f"{cmd[0]}: not installed") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{' '.join(cmd)}: timed out after {timeout} s") from None
+    if check and r.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+@dataclass
+class LabConfig:
+    translator: str = "v6mostly"  # v6mostly | tayga | none
+    queues: int = 0
+    offload: bool = True
+    ipv4_mtu: int = 1500  # MTU of the plat - inet4 link
+    #: Turn checksum offload off on the endpoints (rx) and the router (tx), so
+    #: that every checksum is really verified (a veth trusts offloaded ones).
+    verify_checksums: bool = True
+    metrics: bool = True
+
+
+@dataclass
+class Lab:
+    id: str
+    config: LabConfig = field(default_factory=LabConfig)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    # -- names -------------------------------------------------------------------
+
+    def ns(self, node: str) -> str:
+        if node not in NODES:
+            raise LabError(f"no node {node!r} (nodes: {', '.join(NODES)})")
+        return f"{PREFIX}{self.id}-{node}"
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(RUN_DIR, self.id)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    # -- running commands ----------------------------------------------------------
+
+    def cmd(self, node: str, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(node), *argv]
+
+    def exec(
+        self, node: str, argv: Sequence[str], check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return run(self.cmd(node, argv), check=check, timeout=timeout)
+
+    def spawn(self, node: str, name: str, argv: Sequence[str]) -> int:
+        log = open(self.path(name + ".log"), "ab")  # noqa: SIM115
+        p = subprocess.Popen(
+            self.cmd(node, argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.pids[name] = p.pid
+        return p.pid
+
+    # -- building ------------------------------------------------------------------
+
+    def save(self) -> None:
+        with open(self.path("state.json"), "w") as f:
+            json.dump({"id": self.id, "config": asdict(self.config), "pids": self.pids}, f)
+
+    def up(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        for node in NODES:
+            if os.path.exists(f"/run/netns/{self.ns(node)}"):
+                raise LabError(f"namespace {self.ns(node)} already exists (lab {self.id} is up?)")
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+
+    def _build(self) -> None:
+        from pyroute2 import IPRoute, netns
+
+        cfg = self.config
+        for node in NODES:
+            netns.create(self.ns(node))
+            for k in (
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.accept_ra=0",
+                "net.ipv6.conf.default.accept_ra=0",
+            ):
+                self.exec(node, ["sysctl", "-qw", k])
+        self.save()
+        c_ns, _p_ns, i_ns = (f"/run/netns/{self.ns(n)}" for n in NODES)
+        with IPRoute(netns=self.ns("plat")) as ipr:
+            ipr.link("add", ifname="c6", kind="veth", peer={"ifname": "eth0", "net_ns_fd": c_ns})
+            ipr.link("add", ifname="i4", kind="veth", peer={"ifname": "eth0", "net_ns_fd": i_ns})
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            c6 = ipr.link_lookup(ifname="c6")[0]
+            i4 = ipr.link_lookup(ifname="i4")[0]
+            ipr.addr("add", index=c6, address=PLAT_V6, prefixlen=64)
+            ipr.addr("add", index=i4, address=PLAT_V4, prefixlen=24)
+            if cfg.translator == "none":
+                ipr.addr("add", index=i4, address="2001:db8:2::1", prefixlen=64)
+            ipr.link("set", index=c6, state="up")
+            ipr.link("set", index=i4, state="up", mtu=cfg.ipv4_mtu)
+        with IPRoute(netns=self.ns("client6")) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            e = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=e, address=CLIENT, prefixlen=64)
+            ipr.addr("add", index=e, address=CLIENT_B, prefixlen=64)
+            ipr.link("set", index=e, state="up")
+            ipr.route("add", dst="::/0", gateway=PLAT_V6, oif=e)
+        with IPRoute(netns=self.ns("inet4")) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            e = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=e, address=SERVER4, prefixlen=24)
+            if cfg.translator == "none":
+                ipr.addr("add", index=e, address=SERVER6_NATIVE, prefixlen=64)
+            ipr.link("set", index=e, state="up", mtu=cfg.ipv4_mtu)
+            ipr.route("add", dst="198.51.100.0/24", gateway=PLAT_V4, oif=e)
+            if cfg.translator == "none":
+                ipr.route("add", dst=CLIENT_NET, gateway="2001:db8:2::1", oif=e)
+        if cfg.verify_checksums:
+            self.exec("client6", ["ethtool", "-K", "eth0", "rx", "off"])
+            self.exec("inet4", ["ethtool", "-K", "eth0", "rx", "off"])
+            self.exec("plat", ["ethtool", "-K", "c6", "tx", "off"])
+            self.exec("plat", ["ethtool", "-K", "i4", "tx", "off"])
+        self._start_servers()
+        if cfg.translator == "v6mostly":
+            self._start_v6mostly()
+        elif cfg.translator == "tayga":
+            self._start_tayga()
+        elif cfg.translator == "none":
+            self.exec("plat", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        else:
+            raise LabError(f"translator {cfg.translator!r}: expected v6mostly, tayga or none")
+        self.save()
+        self.wait_ready()
+
+    def _start_servers(self) -> None:
+        www = self.path("www")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write("hello from the IPv4-only Internet\n")
+        with open(os.path.join(www, "1m.bin"), "wb") as f:
+            f.write(bytes(range(256)) * 4096)
+        bind = SERVER6_NATIVE if self.config.translator == "none" else SERVER4
+        self.spawn(
+            "inet4",
+            "http",
+            [sys.executable, "-m", "http.server", "80", "--bind", bind, "--directory", www],
+        )
+        self.spawn("inet4", "iperf3", ["iperf3", "-s"])
+        self.spawn(
+            "inet4",
+            "dns",
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                f"--pid-file={self.path('dnsmasq.pid')}",
+                f"--host-record={SERVER_NAME},{SERVER4}",
+                "--bind-interfaces",
+                f"--listen-address={SERVER4}",
+                "--log-facility=-",
+            ],
+        )
+
+    def plat_config(self) -> str:
+        cfg = self.config
+        return f"""# v6mostly lab {self.id}: the PLAT
+[tun]
+name = "nat64"
+queues = {cfg.queues}
+offload = {str(cfg.offload).lower()}
+mtu = 1500
+txqueuelen = 10000
+
+[translator]
+pool6 = "{PREF64}"
+ipv4_address = "{XLAT4}"
+ipv6_address = "{XLAT6}"
+eam = [{{ ipv6 = "{OUTER6}/128", ipv4 = "{OUTER4}/32" }}]
+
+[napt66]
+inside = ["{CLIENT_NET}"]
+outer = [{{ ipv6 = "{OUTER6}", ipv4 = "{OUTER4}" }}]
+udp_oneshot_ports = [53, 123]
+
+[metrics]
+listen = "{METRICS if cfg.metrics else ""}"
+"""
+
+    def _start_v6mostly(self) -> None:
+        conf = self.path("plat.toml")
+        with open(conf, "w") as f:
+            f.write(self.plat_config())
+        self.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", "plat", "--config", conf])
+
+    def _start_tayga(self) -> None:
+        """TAYGA as the translator, behind the same NAPT66 table."""
+        from ..config import load
+        from ..linux.nft import render_plat_table
+
+        conf = self.path("plat.toml")
+        with open(conf, "w") as f:
+            f.write(self.plat_config())
+        s = load(conf, plat=True)
+        data = self.path("tayga")
+        os.makedirs(data, exist_ok=True)
+        tconf = self.path("tayga.conf")
+        with open(tconf, "w") as f:
+            f.write(
+                f"tun-device nat64\nipv4-addr {XLAT4}\nipv6-addr {XLAT6}\n"
+                f"prefix {PREF64}\nmap {OUTER4} {OUTER6}\ndata-dir {data}\n"
+            )
+        self.exec("plat", ["tayga", "--config", tconf, "--mktun"])
+        self.exec("plat", ["ip", "link", "set", "nat64", "up", "txqueuelen", "10000"])
+        for r in (PREF64, f"{OUTER4}/32", f"{XLAT4}/32", f"{XLAT6}/128"):
+            self.exec("plat", ["ip", "route", "add", r, "dev", "nat64"])
+        self.exec("plat", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.exec("plat", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        with open(self.path("nft.conf"), "w") as f:
+            f.write(render_plat_table(s))
+        self.exec("plat", ["nft", "-f", self.path("nft.conf")])
+        self.spawn("plat", "tayga", ["tayga", "--config", tconf, "--nodetach"])
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the translator runs and the servers listen."""
+        deadline = time.monotonic() + timeout
+        target = SERVER6_NATIVE if self.config.translator == "none" else server6()
+        last = ""
+        while time.monotonic() < deadline:
+            for name, pid in self.pids.items():
+                if not _alive(pid):
+                    raise LabError(
+                        f"{name} exited at start; see {self.path(name + '.log')}: "
+                        + _tail(self.path(name + ".log"))
+                    )
+            r = self.exec(
+                "client6",
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-m",
+                    "1",
+                    "-w",
+                    "%{http_code}",
+                    f"http://[{target}]/",
+                ],
+                check=False,
+            )
+            if r.stdout.strip() == "200":
+                return
+            last = r.stderr.strip() or r.stdout.strip()
+            time.sleep(0.2)
+        raise LabError(f"lab {self.id} not ready after {timeout:.0f} s (curl: {last})")
+
+    # -- inspecting ----------------------------------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        """The PLAT's Prometheus metrics, read from inside its namespace."""
+        r = self.exec("plat", [sys.executable, "-c", _SCRAPE, METRICS], check=False)
+        out: dict[str, float] = {}
+        for line in r.stdout.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                continue
+        return out
+
+    def status(self) -> str:
+        lines = [
+            f"lab {self.id} ({self.config.translator}, queues {self.config.queues or 'auto'}, "
+            f"offload {'on' if self.config.offload else 'off'})"
+        ]
+        for node in NODES:
+            ns = self.ns(node)
+            present = os.path.exists(f"/run/netns/{ns}")
+            lines.append(f"  {node:8} {ns}: {'up' if present else 'MISSING'}")
+            if present:
+                r = self.exec(node, ["ip", "-br", "addr"], check=False)
+                for ln in r.stdout.splitlines():
+                    if not ln.startswith("lo "):
+                        lines.append("           " + " ".join(ln.split()))
+        for name, pid in sorted(self.pids.items()):
+            lines.append(f"  process {name:8} pid {pid}: {'running' if _alive(pid) else 'EXITED'}")
+        return "\n".join(lines)
+
+    # -- tearing down --------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Remove everything of this lab. Returns what was removed."""
+        return destroy(self.id)
+
+
+_SCRAPE = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    print(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', timeout=3).read().decode())\n"
+    "except OSError as e:\n"
+    "    sys.exit(str(e))\n"
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie of ours still "exists": reap it
+    try:
+        p, _ = os.waitpid(pid, os.WNOHANG)
+        return p == 0
+    except ChildProcessError:
+        return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: str, n: int = 3) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(f.read().strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def new_id() -> str:
+    return secrets.token_hex(3)
+
+
+def namespaces(lab_id: str | None = None) -> list[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    pre = f"{PREFIX}{lab_id}-" if lab_id else PREFIX
+    return sorted(n for n in names if n.startswith(pre))
+
+
+def lab_ids() -> list[str]:
+    ids = {n[len(PREFIX) :].rsplit("-", 1)[0] for n in namespaces()}
+    with contextlib.suppress(FileNotFoundError):
+        ids |= set(os.listdir(RUN_DIR))
+    return sorted(ids)
+
+
+def load_lab(lab_id: str) -> Lab:
+    try:
+        with open(os.path.join(RUN_DIR, lab_id, "state.json")) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return Lab(lab_id)
+    return Lab(d["id"], LabConfig(**d.get("config", {})), dict(d.get("pids", {})))
+
+
+def destroy(lab_id: str) -> list[str]:
+    """Kill every process in the lab's namespaces and delete them (crash-safe)."""
+    from pyroute2 import netns
+
+    removed: list[str] = []
+    nss = namespaces(lab_id)
+    for ns in nss:
+        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+        for tok in r.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(tok), signal.SIGTERM)
+    # Give the PLAT a moment to undo its own state, then make sure.
+    deadline = time.monotonic() + 3
+    for ns in nss:
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+            )
+            if not r.stdout.split():
+                break
+            time.sleep(0.05)
+        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+        for tok in r.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(tok), signal.SIGKILL)
+    lab = load_lab(lab_id)
+    for pid in lab.pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    for ns in nss:
+        with contextlib.suppress(OSError):
+            netns.remove(ns)
+            removed.append(ns)
+    shutil.rmtree(os.path.join(RUN_DIR, lab_id), ignore_errors=True)
+    return removed
+
+
+@contextlib.contextmanager
+def running_lab(config: LabConfig | None = None, lab_id: str | None = None) -> Iterator[Lab]:
+    """A lab that exists for the ``with`` block and is removed after it, also on error."""
+    lab = Lab(lab_id or new_id(), config or LabConfig())
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()

@@ -1,0 +1,168 @@
+"""Routes, policy rules and forwarding sysctls of a translator, through pyroute2.
+
+``plan`` (pure) lists what a configuration needs; ``Applied`` applies such a
+plan, remembers exactly what it created and removes that again at exit.
+``conflicts`` tells what already exists (the service refuses to start then,
+unless ``--replace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from ..config import Settings
+from ..errors import V6mostlyError
+
+log = logging.getLogger("v6mostly.netlink")
+
+RULE_PRIORITY = 1000
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
+
+
+class NetlinkError(V6mostlyError):
+    pass
+
+
+@dataclass
+class Plan:
+    routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    rules: list[tuple[int, int]] = field(default_factory=list)  # (family, table)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, dev: str) -> list[str]:
+        out = [f"sysctl {k.replace('/', '.')}={v}" for k, v in self.sysctls.items()]
+        out += [f"ip route add {r} dev {dev}" for r in self.routes]
+        for fam, table in self.rules:
+            ipv = "-6" if fam == socket.AF_INET6 else "-4"
+            out.append(f"ip {ipv} rule add iif {dev} lookup {table} priority {RULE_PRIORITY}")
+        return out
+
+
+def plan(s: Settings) -> Plan:
+    """Routes into the TUN: Pref64, the IPv4 side of every EAM entry (the PLAT's
+    outer addresses are EAM entries), the translator's own addresses."""
+    p = Plan()
+    if not s.manage_routes:
+        return p
+    p.sysctls = {"net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1"}
+    t = s.translator
+    seen: set[str] = set()
+
+    def add(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        if str(net) not in seen:
+            seen.add(str(net))
+            p.routes.append(net)
+
+    if t.pool6:
+        add(ipaddress.IPv6Network(t.pool6))
+    for _v6, v4 in t.eam:
+        add(ipaddress.IPv4Network(v4))
+    if t.ipv4_address:
+        add(ipaddress.IPv4Network(t.ipv4_address + "/32"))
+    if t.ipv6_address:
+        add(ipaddress.IPv6Network(t.ipv6_address + "/128"))
+    if s.napt66 and s.napt66.private_egress:
+        add(ipaddress.IPv4Network(str(s.napt66.private_egress.outer.ipv4) + "/32"))
+    if s.routing_table:
+        p.rules = [(socket.AF_INET, s.routing_table), (socket.AF_INET6, s.routing_table)]
+    return p
+
+
+def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    return socket.AF_INET if net.version == 4 else socket.AF_INET6
+
+
+def conflicts(pl: Plan) -> list[str]:
+    """Routes of the plan that already exist in the main table."""
+    from pyroute2 import IPRoute
+
+    found = []
+    with IPRoute() as ipr:
+        existing: set[tuple[int, str, int]] = set()
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for g in ipr.get_routes(family=fam, table=254):
+                dst = g.get_attr("RTA_DST")
+                if dst is not None:
+                    existing.add((fam, str(ipaddress.ip_address(dst)), g.get("dst_len")))
+        for r in pl.routes:
+            if (_family(r), str(r.network_address), r.prefixlen) in existing:
+                found.append(f"route {r} already exists")
+    return found
+
+
+def read_sysctl(key: str) -> str:
+    with open("/proc/sys/" + key) as f:
+        return f.read().strip()
+
+
+def write_sysctl(key: str, value: str) -> None:
+    try:
+        with open("/proc/sys/" + key, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise NetlinkError(f"sysctl {key.replace('/', '.')}={value}: {e.strerror}") from None
+
+
+class Applied:
+    """What ``apply`` changed, so that ``undo`` restores exactly that."""
+
+    def __init__(self, dev: str) -> None:
+        self.dev = dev
+        self.routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.rules: list[tuple[int, int]] = []
+        self.sysctls: dict[str, str] = {}
+
+    def apply(self, pl: Plan, replace: bool = False) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError as PrNetlinkError
+
+        for k, v in pl.sysctls.items():
+            old = read_sysctl(k)
+            if old != v:
+                write_sysctl(k, v)
+                self.sysctls[k] = old
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.dev)
+            if not idx:
+                raise NetlinkError(f"link {self.dev} does not exist")
+            for r in pl.routes:
+                try:
+                    ipr.route("replace" if replace else "add", dst=str(r), oif=idx[0])
+                except PrNetlinkError as e:
+                    raise NetlinkError(f"ip route add {r} dev {self.dev}: {e}") from None
+                self.routes.append(r)
+            for fam, table in pl.rules:
+                try:
+                    ipr.rule(
+                        "add", family=fam, iifname=self.dev, table=table, priority=RULE_PRIORITY
+                    )
+                except PrNetlinkError as e:
+                    raise NetlinkError(f"ip rule add iif {self.dev} lookup {table}: {e}") from None
+                self.rules.append((fam, table))
+
+    def undo(self) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError as PrNetlinkError
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.dev)
+            for r in reversed(self.routes):
+                if not idx:
+                    break  # the routes went with the link
+                with contextlib.suppress(PrNetlinkError):
+                    ipr.route("del", dst=str(r), oif=idx[0])
+            for fam, table in self.rules:
+                with contextlib.suppress(PrNetlinkError):
+                    ipr.rule(
+                        "del", family=fam, iifname=self.dev, table=table, priority=RULE_PRIORITY
+                    )
+        for k, old in self.sysctls.items():
+            try:
+                write_sysctl(k, old)
+            except NetlinkError as e:
+                log.warning("%s", e)
+        self.routes, self.rules, self.sysctls = [], [], {}

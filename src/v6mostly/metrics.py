@@ -1,0 +1,131 @@
+"""Prometheus metrics of the data plane (prometheus-client, custom collector).
+
+The collector reads the workers' shared counters at scrape time and adds them
+up, so every scrape sees the sum of all workers, including workers that were
+restarted (a slot keeps its counts across restarts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .siit.verdict import DIR_NAMES, DROP_NAMES, PROTO_NAMES
+
+if TYPE_CHECKING:
+    from .services.dataplane import Dataplane
+
+log = logging.getLogger("v6mostly.metrics")
+
+
+class DataplaneCollector(Collector):
+    def __init__(
+        self,
+        dp: Dataplane,
+        mode: str,
+        sessions: Callable[[], int | None] | None = None,
+        nft_counters: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        self.dp = dp
+        self.mode = mode
+        self.sessions = sessions
+        self.nft_counters = nft_counters
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        st, extra = self.dp.counters.total()
+        pk = CounterMetricFamily(
+            "v6mostly_translated_packets", "Packets translated", labels=["direction", "protocol"]
+        )
+        by = CounterMetricFamily(
+            "v6mostly_translated_bytes",
+            "Bytes of translated packets (as written)",
+            labels=["direction", "protocol"],
+        )
+        for d, dn in enumerate(DIR_NAMES):
+            for p, pn in enumerate(PROTO_NAMES):
+                pk.add_metric([dn, pn], st.packets[d * 4 + p])
+                by.add_metric([dn, pn], st.octets[d * 4 + p])
+        yield pk
+        yield by
+        dr = CounterMetricFamily("v6mostly_dropped_packets", "Packets dropped", labels=["reason"])
+        for i, n in enumerate(DROP_NAMES):
+            dr.add_metric([n], st.drops[i])
+        for n in ("tun_write_errors", "worker_errors", "vnet_errors"):
+            dr.add_metric([n], extra[n])
+        yield dr
+        ie = CounterMetricFamily(
+            "v6mostly_icmp_errors_generated",
+            "ICMP errors the translator originated",
+            labels=["family"],
+        )
+        ie.add_metric(["ipv4"], st.icmp_errors[0])
+        ie.add_metric(["ipv6"], st.icmp_errors[1])
+        yield ie
+        yield CounterMetricFamily(
+            "v6mostly_fragments_out", "Fragments written", value=st.fragments_out
+        )
+        yield CounterMetricFamily(
+            "v6mostly_gso_superpackets", "GSO super-packets read", value=extra["gso_superpackets"]
+        )
+        yield CounterMetricFamily(
+            "v6mostly_gso_segments",
+            "Segments the GSO super-packets stand for",
+            value=extra["gso_segments"],
+        )
+        yield CounterMetricFamily(
+            "v6mostly_gso_software_segmented",
+            "Super-packets cut into packets in software",
+            value=extra["gso_software_segmented"],
+        )
+        yield CounterMetricFamily(
+            "v6mostly_worker_restarts", "Workers restarted after dying", value=self.dp.restarts
+        )
+        yield GaugeMetricFamily("v6mostly_workers", "Workers running", value=self.dp.alive())
+        m = GaugeMetricFamily("v6mostly_dataplane_mode", "1 for the mode in use", labels=["mode"])
+        for mode in ("offload", "plain"):
+            m.add_metric([mode], 1 if mode == self.mode else 0)
+        yield m
+        if self.sessions is not None:
+            count = self.sessions()
+            if count is not None:
+                yield GaugeMetricFamily(
+                    "v6mostly_napt66_sessions", "NAPT66 conntrack entries", value=count
+                )
+        if self.nft_counters is not None:
+            f = CounterMetricFamily(
+                "v6mostly_filter_denied_packets", "Packets the PLAT filter dropped", labels=["rule"]
+            )
+            for k, v in self.nft_counters().items():
+                f.add_metric([k], v)
+            yield f
+
+
+def napt66_sessions(outer6: list[str]) -> int | None:
+    """Conntrack entries whose reply goes to one of the outer IPv6 addresses (pyroute2)."""
+    try:
+        from pyroute2 import Conntrack
+    except ImportError:  # pragma: no cover
+        return None
+    wanted = set(outer6)
+    n = 0
+    try:
+        with Conntrack() as ct:
+            for entry in ct.dump_entries():
+                reply = entry.tuple_reply
+                if reply is not None and reply.daddr in wanted:
+                    n += 1
+    except Exception as e:  # conntrack may be absent; the scrape must still work
+        log.debug("conntrack dump failed: %s", e)
+        return None
+    return n
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> object:
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
