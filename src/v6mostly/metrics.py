@@ -8,6 +8,7 @@ restarted (a slot keeps its counts across restarts).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,7 @@ def napt66_sessions(outer6: list[str]) -> int | None:
     wanted = set(outer6)
     n = 0
     try:
-        with Conntrack() as ct:
+        with Conntrack(nfgen_family=socket.AF_INET6) as ct:
             for entry in ct.dump_entries():
                 reply = entry.tuple_reply
                 if reply is not None and reply.daddr in wanted:

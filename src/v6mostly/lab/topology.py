@@ -170,6 +170,10 @@ class Lab:
                 "net.ipv6.conf.default.accept_ra=0",
             ):
                 self.exec(node, ["sysctl", "-qw", k])
+            # No ICMP rate limits in the lab: a traceroute's parallel probes would
+            # otherwise lose answers (a lab choice; real hosts keep their limits).
+            self.exec(node, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
+            self.exec(node, ["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"])
         self.save()
         c_ns, _p_ns, i_ns = (f"/run/netns/{self.ns(n)}" for n in NODES)
         with IPRoute(netns=self.ns("plat")) as ipr:

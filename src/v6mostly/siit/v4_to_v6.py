@@ -51,6 +51,10 @@ def translate_4to6(
     offset = frag & 0x1FFF
     is_frag = frag & 0x3FFF  # MF or a non-zero offset
 
+    # Multicast and broadcast are not translated (RFC 7915 §1.3 scope: unicast),
+    # and never answered with an ICMP error (RFC 1812 §4.3.2.7).
+    if buf[start + 16] >= 224:
+        return xl.drop(Drop.MULTICAST)
     # Hop limit (RFC 7915 §4.1 "Hop Limit"; see DESIGN.md for the TUN variant).
     if not hairpin:
         if ttl <= 1:

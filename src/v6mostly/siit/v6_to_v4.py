@@ -110,6 +110,10 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
             return _ext_error(xl, buf, start, end, w)
         nh, l4, frag_pos = w.nh, w.l4, w.frag_pos
 
+    # Multicast is not translated (RFC 7915 §1.3) and gets no ICMPv6 error from
+    # us (RFC 4443 §2.4 (e.3)): e.g. the kernel's own MLD reports on the TUN.
+    if buf[start + 24] == 0xFF:
+        return xl.drop(Drop.MULTICAST)
     if hlim <= 1:
         return _icmp6_from_translator(
             xl, buf, start, end, 3, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED
