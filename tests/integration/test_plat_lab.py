@@ -18,6 +18,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -232,7 +233,7 @@ def test_two_clients_share_one_outer_address(lab: Lab) -> None:
             ],
         )
         assert r.stdout == "200"
-    log = open(lab.path("http.log")).read()
+    log = Path(lab.path("http.log")).read_text()
     # The server saw only the outer IPv4 address.
     assert OUTER4 in log
     assert "2001:db8" not in log
@@ -296,7 +297,7 @@ def _children_of_service(pid: int) -> list[int]:
         if not p.isdigit():
             continue
         try:
-            stat = open(f"/proc/{p}/stat").read()
+            stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
@@ -335,7 +336,7 @@ def test_lab_down_leaves_nothing() -> None:
     assert namespaces(lab.id) == []
     for pid in pids.values():
         assert (
-            not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+            not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
     assert not os.path.exists(lab.dir)
 
