@@ -336,7 +336,8 @@ def test_lab_down_leaves_nothing() -> None:
     assert namespaces(lab.id) == []
     for pid in pids.values():
         assert (
-            not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            not os.path.exists(f"/proc/{pid}")
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
     assert not os.path.exists(lab.dir)
 
