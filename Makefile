@@ -38,6 +38,11 @@ test: $(STAMP) debs lint
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops --benchmark-sort=name
 
+# End to end through namespaces, v6mostly against Debian's tayga and plain kernel
+# forwarding (root; a few minutes). See bench/e2e.py.
+bench-e2e: $(STAMP) debs
+	$(BIN)/python bench/e2e.py --seconds 5
+
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/harness.py 1000000
 

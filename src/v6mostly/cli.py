@@ -208,6 +208,7 @@ def _siit_settings(args: argparse.Namespace) -> object:
             queues=args.queues,
             offload=not args.no_offload,
             txqueuelen=args.txqueuelen,
+            rps=not args.no_rps,
         ),
         translator=cfg,
         napt66=None,
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--no-offload", action="store_true", help="no vnet header / TSO")
     si.add_argument("--mtu", type=int, default=1500)
     si.add_argument("--txqueuelen", type=int, default=10000)
+    si.add_argument("--no-rps", action="store_true", help="no receive packet steering on the TUN")
     si.add_argument(
         "--routes", action="store_true", help="also route pool6 and EAM prefixes into the TUN"
     )

@@ -12,6 +12,7 @@ Example (``v6mostly plat``)::
     queues = 0              # 0 = one worker per CPU
     offload = true          # IFF_VNET_HDR + TSO/USO; falls back to plain packets
     txqueuelen = 10000
+    rps = true              # spread the kernel's share of each packet over all CPUs
 
     [translator]
     pool6 = "2001:db8:64::/96"
@@ -55,6 +56,9 @@ class TunSettings:
     queues: int = 0
     offload: bool = True
     txqueuelen: int = 10000
+    #: Receive Packet Steering on the TUN's queues: the kernel's work for the
+    #: packets the workers write runs on other CPUs too.
+    rps: bool = True
 
     def queue_count(self) -> int:
         return self.queues or (os.cpu_count() or 1)
@@ -246,6 +250,7 @@ def parse_tun(r: _Reader) -> TunSettings:
         queues=r.integer("queues", 0, 0, 256),
         offload=r.get("offload", bool, True),
         txqueuelen=r.integer("txqueuelen", 10000, 1, 1_000_000),
+        rps=r.get("rps", bool, True),
     )
     r.finish()
     return t
@@ -317,6 +322,22 @@ def check_outer_mapping(source: str, s: Napt66Settings, t: TranslatorConfig) -> 
             )
 
 
+def check_private_egress(source: str, s: Napt66Settings, t: TranslatorConfig) -> None:
+    """Private destinations must be expressible in the Pref64 (RFC 6052 §3.1)."""
+    if s.private_egress is None or t.pool6 is None:
+        return
+    from .addr.rfc6052 import Pref64
+
+    p = Pref64(t.pool6)
+    for i, d in enumerate(s.private_egress.destinations):
+        if p.embed(d.network_address.packed) is None:
+            raise ConfigError(
+                f'{source}: [napt66] private_egress.destinations[{i}] = "{d}": not reachable '
+                f"through pool6 {t.pool6}: the Well-Known Prefix must not carry non-global "
+                "IPv4 addresses (RFC 6052 §3.1); use a network-specific Pref64"
+            )
+
+
 def load(path: str, plat: bool) -> Settings:
     """Read and validate a ``siit`` (``plat=False``) or ``plat`` configuration file."""
     data = read_toml(path)
@@ -330,6 +351,7 @@ def load(path: str, plat: bool) -> Settings:
     napt = parse_napt66(_section(path, data, "napt66")) if plat else None
     if napt is not None:
         check_outer_mapping(path, napt, translator)
+        check_private_egress(path, napt, translator)
     rt = _section(path, data, "routing")
     table = rt.integer("table", 0, 0, 0xFFFFFFFF)
     manage = rt.get("routes", bool, plat)

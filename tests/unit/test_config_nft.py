@@ -223,3 +223,30 @@ def test_python_m_entry_point() -> None:
         check=False,
     )
     assert r.returncode == 0 and "valid Pref64::/96" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["plat", "siit"])
+def test_shipped_examples_dry_run(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parents[2] / "contrib" / "examples" / f"{name}.toml"
+    assert main([name, "--config", str(path), "--dry-run"]) == 0
+    assert "tun " in capsys.readouterr().out
+
+
+def test_private_egress_through_wkp_is_refused(tmp_path: Path) -> None:
+    text = (
+        LAB_CONF.replace('pool6 = "2001:db8:64::/96"', 'pool6 = "64:ff9b::/96"')
+        .replace(
+            "udp_oneshot_ports = [53, 123]",
+            'udp_oneshot_ports = [53, 123]\nprivate_egress = { ipv6 = "2001:db8:46::2", '
+            'ipv4 = "198.51.100.2", destinations = ["10.0.0.0/8"] }',
+        )
+        .replace(
+            'eam = [{ ipv6 = "2001:db8:46::1/128", ipv4 = "198.51.100.1/32" }]',
+            'eam = [{ ipv6 = "2001:db8:46::1/128", ipv4 = "198.51.100.1/32" },'
+            ' { ipv6 = "2001:db8:46::2/128", ipv4 = "198.51.100.2/32" }]',
+        )
+    )
+    with pytest.raises(
+        ConfigError, match=r"private_egress.destinations\[0\] = \"10.0.0.0/8\".*RFC 6052 §3.1"
+    ):
+        load(write(tmp_path, text), plat=True)

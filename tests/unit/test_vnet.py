@@ -230,3 +230,49 @@ def test_ones_sum_of_partial_plus_payload_is_the_checksum() -> None:
     c = ~ones_sum(p[l4:]) & 0xFFFF
     assert c == IP(pkt)[TCP].chksum
     assert ones_add(0, 0) == 0
+
+
+def test_translation_over_65535_bytes_is_segmented() -> None:
+    """An IPv6 super-packet whose IPv4 translation would exceed 65535 bytes."""
+    xl = Translator(XL_CFG)
+    payload = b"p" * (65535 - 20)  # IPv6 payload length 65535: IPv4 total would be 65555
+    pkt = bytes(IPv6(src=C6, dst=S6) / TCP(sport=1, dport=2, flags="A") / Raw(payload))
+    p, l4, off = partial(pkt)
+    hdr = vnet.VnetHeader(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 60, 32000, l4, off)
+    outs, w = run(xl, hdr, p)
+    assert w[W_SWSEG] == 1 and len(outs) == 3
+    total = 0
+    for o in outs:
+        h, out = finish(o)
+        assert h == vnet.VnetHeader()
+        assert_checksum_ok(bytes(out))
+        total += len(IP(bytes(out))[TCP].payload)
+    assert total == len(payload)
+
+
+def test_offload_fallback_when_kernel_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from v6mostly.linux import tun
+
+    calls: list[int] = []
+
+    def fake_ioctl(fd: int, req: int, arg: object) -> int:
+        if req == tun.TUNSETOFFLOAD:
+            calls.append(int(arg))  # type: ignore[call-overload]
+            if int(arg) & (tun.TUN_F_USO4 | tun.TUN_F_USO6):  # type: ignore[call-overload]
+                raise OSError(22, "Invalid argument")
+        return 0
+
+    monkeypatch.setattr(tun.fcntl, "ioctl", fake_ioctl)
+    got = tun._set_offload(0, tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6 | tun.TUN_F_USO4)
+    assert got == tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6
+    t = tun.Tun("x", [], True, got, False)
+    assert t.mode == "offload" and "uso4" not in t.offload_names()
+    assert tun.Tun("x", [], True, tun.TUN_F_CSUM, False).mode == "plain"
+    assert tun.Tun("x", [], False, 0, False).mode == "plain"
+
+
+def test_tun_name_is_checked() -> None:
+    from v6mostly.linux import tun
+
+    with pytest.raises(tun.TunError, match="1-15 characters"):
+        tun.open_tun("a" * 16, 1)

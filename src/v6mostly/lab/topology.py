@@ -95,6 +95,8 @@ class LabConfig:
     #: that every checksum is really verified (a veth trusts offloaded ones).
     verify_checksums: bool = True
     metrics: bool = True
+    #: RPS on the translator's TUN (v6mostly's default; applied to tayga's TUN too when set).
+    rps: bool = True
 
 
 @dataclass
@@ -264,6 +266,7 @@ queues = {cfg.queues}
 offload = {str(cfg.offload).lower()}
 mtu = 1500
 txqueuelen = 10000
+rps = {str(cfg.rps).lower()}
 
 [translator]
 pool6 = "{PREF64}"
@@ -305,6 +308,11 @@ listen = "{METRICS if cfg.metrics else ""}"
             )
         self.exec("plat", ["tayga", "--config", tconf, "--mktun"])
         self.exec("plat", ["ip", "link", "set", "nat64", "up", "txqueuelen", "10000"])
+        if self.config.rps:
+            mask = f"{(1 << (os.cpu_count() or 1)) - 1:x}"
+            self.exec(
+                "plat", ["sh", "-c", f"echo {mask} > /sys/class/net/nat64/queues/rx-0/rps_cpus"]
+            )
         for r in (PREF64, f"{OUTER4}/32", f"{XLAT4}/32", f"{XLAT6}/128"):
             self.exec("plat", ["ip", "route", "add", r, "dev", "nat64"])
         self.exec("plat", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])

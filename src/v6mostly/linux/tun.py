@@ -163,6 +163,29 @@ def configure_link(name: str, mtu: int, txqueuelen: int) -> None:
         ipr.link("set", index=idx[0], mtu=mtu, txqlen=txqueuelen, state="up")
 
 
+def set_rps(name: str, cpus: int | None = None) -> str | None:
+    """Spread the kernel's processing of packets written into the TUN over all CPUs (RPS).
+
+    A TUN write runs the whole forwarding path (routing, nftables, segmentation,
+    checksums for links without offloads) in the writer's context, on the
+    worker's CPU. Receive Packet Steering hands it to another CPU's backlog, so
+    the worker goes back to translating. Returns an error text, or None.
+    """
+    n = cpus or os.cpu_count() or 1
+    if n < 2:
+        return None
+    mask = f"{(1 << n) - 1:x}"
+    base = f"/sys/class/net/{name}/queues"
+    try:
+        queues = [q for q in os.listdir(base) if q.startswith("rx-")]
+        for q in queues:
+            with open(f"{base}/{q}/rps_cpus", "w") as f:
+                f.write(mask)
+    except OSError as e:
+        return f"cannot set RPS on {name}: {e.strerror}"
+    return None
+
+
 def delete_link(name: str) -> None:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError

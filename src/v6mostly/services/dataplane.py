@@ -145,14 +145,17 @@ def handle_vnet_packet(
     end = hpos + n
     if n < H + 1:
         return []
+    if buf[hpos + 1]:  # a GSO super-packet: count it and the segments it carries
+        _f, _t, hl, gso_size, _cs, _co = _unpack_hdr(buf, hpos)
+        w[W_GSO] += 1
+        if gso_size:
+            w[W_SEGS] += max(1, -(-(end - start - hl) // gso_size))
+    fast = _vnet_fast(xl, buf, n)
+    if fast is not None:
+        return fast
     hdr = vnet.VnetHeader.from_wire(buf, hpos)
     out: list[bytes | bytearray | memoryview] = []
     try:
-        if hdr.gso_type != vnet.GSO_NONE:
-            w[W_GSO] += 1
-            if hdr.gso_size:
-                hl = hdr.hdr_len or 0
-                w[W_SEGS] += max(1, -(-(end - start - hl) // hdr.gso_size))
         if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
             if hdr.gso_type != vnet.GSO_NONE:
                 w[W_SWSEG] += 1
@@ -189,6 +192,74 @@ def handle_vnet_packet(
         out.extend(_ZERO_HDR + p for p in xl.pending)
         xl.pending.clear()
     return out
+
+
+_unpack_hdr = vnet.HDR.unpack_from
+_pack_hdr = vnet.HDR.pack_into
+
+
+def _vnet_fast(
+    xl: Translator, buf: bytearray, n: int
+) -> list[bytes | bytearray | memoryview] | None:
+    """The common partial-checksum case without allocations (``None``: not applicable).
+
+    The field holds the pseudo-header sum P, not a checksum. Complementing it
+    first makes the translator's RFC 1624 update (``~(~C + d)``) yield ``~(P + d)``;
+    complementing the result gives ``P + d``: the new pseudo-header sum, as the
+    IPv4 and IPv6 pseudo-headers add the same length and protocol words.
+    """
+    start = HEADROOM + 10
+    end = HEADROOM + n
+    flags, gso_type, hdr_len, gso_size, cs, co = _unpack_hdr(buf, HEADROOM)
+    if flags != vnet.F_NEEDS_CSUM or n < 50:
+        return None
+    v = buf[start] >> 4
+    if v == 4:
+        l3 = (buf[start] & 15) << 2
+        proto = buf[start + 9]
+        if buf[start + 8] <= 1 or not (buf[start + 6] & 0x40 or end - start + 20 <= xl.frag_mtu):
+            return None
+        out_l3 = 40
+    elif v == 6:
+        l3 = 40
+        proto = buf[start + 6]
+        if buf[start + 7] <= 1 or end - start - 20 > 65535:
+            return None
+        out_l3 = 20
+    else:
+        return None
+    if cs != l3 or not ((proto == 6 and co == 16) or (proto == 17 and co == 6)):
+        return None
+    pos = start + l3 + co
+    if pos + 2 > end:
+        return None
+    c = (buf[pos] << 8 | buf[pos + 1]) ^ 0xFFFF
+    if c == 0:
+        return None  # would read as "no UDP checksum": take the general path
+    buf[pos] = c >> 8
+    buf[pos + 1] = c & 0xFF
+    s, e = xl.translate_into(buf, start, end)
+    if s < 0:
+        if s == SLOW:
+            out: list[bytes | bytearray | memoryview] = [_ZERO_HDR + p for p in xl.pending]
+            xl.pending.clear()
+            return out
+        return []
+    if buf[s] >> 4 == 6 and buf[s + 6] != proto:
+        out_l3 = 48  # a Fragment Header was added
+    p2 = s + out_l3 + co
+    buf[p2] ^= 0xFF
+    buf[p2 + 1] ^= 0xFF
+    if gso_type:
+        base = gso_type & 0x7F
+        if base == vnet.GSO_TCPV4:
+            gso_type = (gso_type & vnet.GSO_ECN) | vnet.GSO_TCPV6
+        elif base == vnet.GSO_TCPV6:
+            gso_type = (gso_type & vnet.GSO_ECN) | vnet.GSO_TCPV4
+    if hdr_len:
+        hdr_len += out_l3 - l3
+    _pack_hdr(buf, s - 10, flags, gso_type, hdr_len, gso_size, out_l3, co)
+    return [memoryview(buf)[s - 10 : e]]
 
 
 def _fast_ok(xl: Translator, buf: bytearray, start: int, end: int) -> bool:

@@ -34,7 +34,8 @@ def dry_run_text(s: Settings, plat: bool) -> str:
     lines = [
         f"# v6mostly {'plat' if plat else 'siit'} --dry-run ({s.source})",
         f"tun {t.name}: mtu {t.mtu}, txqueuelen {t.txqueuelen}, {t.queue_count()} queue(s), "
-        f"offload {'on (falls back to plain if refused)' if t.offload else 'off'}",
+        f"offload {'on (falls back to plain if refused)' if t.offload else 'off'}, "
+        f"RPS {'on' if t.rps else 'off'}",
         f"translator: pool6 {s.translator.pool6 or '-'}, "
         + (
             "eam " + ", ".join(f"{a}={b}" for a, b in s.translator.eam)
@@ -102,6 +103,10 @@ class TranslatorService:
         for note in t.notes:
             log.warning("tun %s: %s", t.name, note)
         tun.configure_link(t.name, s.tun.mtu, s.tun.txqueuelen)
+        if s.tun.rps:
+            err = tun.set_rps(t.name)
+            if err:
+                log.warning("%s (continuing without RPS)", err)
         log.info(
             "tun %s up: %d queue(s), mode %s%s, mtu %d",
             t.name,
