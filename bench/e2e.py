@@ -74,12 +74,25 @@ def tun_rx_packets(lab: Lab) -> int:
 
 
 def iperf(lab: Lab, seconds: int, *extra: str) -> dict:
-    r = lab.exec(
-        "client6",
-        ["iperf3", "-J", "-c", target(lab), "-t", str(seconds), *extra],
-        timeout=seconds + 30,
-    )
-    return json.loads(r.stdout)
+    """One iperf3 run; retried (up to 3 times) when iperf3 reports an error."""
+    err = ""
+    for _ in range(3):
+        r = lab.exec(
+            "client6",
+            ["iperf3", "-J", "-c", target(lab), "-t", str(seconds), *extra],
+            timeout=seconds + 30,
+            check=False,
+        )
+        try:
+            d: dict = json.loads(r.stdout)
+        except ValueError:
+            d = {"error": r.stderr.strip() or "no JSON output"}
+        if "error" not in d:
+            return d
+        err = d["error"]
+        print(f"#   iperf3 {' '.join(extra)}: {err}; retrying", file=sys.stderr)
+        time.sleep(2)
+    raise RuntimeError(f"iperf3 {' '.join(extra)} failed 3 times: {err}")
 
 
 def udp_run(lab: Lab, seconds: int, reverse: bool, rate: str) -> tuple[float, float]:
