@@ -238,6 +238,19 @@ def cmd_plat(args: argparse.Namespace) -> int:
     return _serve(args, plat=True)
 
 
+def cmd_router(args: argparse.Namespace) -> int:
+    from .services import router
+    from .site_config import load_site
+
+    cfg = load_site(args.config)
+    only = router.SERVICES if args.cmd == "router" else (args.cmd,)
+    if args.dry_run:
+        print(router.dry_run_text(cfg))
+        return 0
+    _setup_logging(args.verbose)
+    return router.serve_forever(cfg, only)
+
+
 def _service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, exit")
     p.add_argument(
@@ -294,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--config", required=True, help="TOML configuration file")
     _service_flags(pl)
     pl.set_defaults(func=cmd_plat)
+
+    for name, text in (
+        ("router", "DHCPv4 (option 108), RAs (PREF64) and ipv4only.arpa DNS, from one site config"),
+        ("dhcp4", "only the DHCPv4 server of the site config"),
+        ("ra", "only the Router Advertisements of the site config"),
+        ("dns", "only the ipv4only.arpa / DNS64 responder of the site config"),
+    ):
+        rp = sub.add_parser(name, help=text)
+        rp.add_argument("--config", required=True, help="site TOML file")
+        rp.add_argument("--dry-run", action="store_true", help="print what would be served, exit")
+        rp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        rp.set_defaults(func=cmd_router)
 
     from .lab.cli import add_lab_parser
 

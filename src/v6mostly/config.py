@@ -341,6 +341,24 @@ def check_private_egress(source: str, s: Napt66Settings, t: TranslatorConfig) ->
 def load(path: str, plat: bool) -> Settings:
     """Read and validate a ``siit`` (``plat=False``) or ``plat`` configuration file."""
     data = read_toml(path)
+    site = data.pop("site", None)
+    if site is not None:
+        # The Pref64 is written once, in the site configuration (v6mostly router).
+        if not isinstance(site, str):
+            raise ConfigError(f"{path}: site = {site!r}: expected the path of a site.toml")
+        from .site_config import load_site
+
+        here = os.path.dirname(os.path.abspath(path))
+        spath = site if os.path.isabs(site) else os.path.join(here, site)
+        pref = str(load_site(spath).pref64)
+        tr_table = data.setdefault("translator", {})
+        if isinstance(tr_table, dict):
+            if "pool6" in tr_table and str(tr_table["pool6"]) != pref:
+                raise ConfigError(
+                    f'{path}: [translator] pool6 = "{tr_table["pool6"]}": differs from the '
+                    f"site's pref64 {pref} ({spath}); write it once, in the site file"
+                )
+            tr_table["pool6"] = pref
     known = {"tun", "translator", "metrics", "routing"} | ({"napt66"} if plat else set())
     for k in data:
         if k not in known:

@@ -73,6 +73,11 @@ class Pref64:
         """RFC 6052 §2.3: the IPv6 address for IPv4 ``v4``; None if RFC 6052 §3.1 forbids it."""
         if self._wkp and not _is_global_v4(v4):
             return None
+        return self.embed_unchecked(v4)
+
+    def embed_unchecked(self, v4: bytes) -> bytes:
+        """RFC 6052 §2.2 layout without the §3.1 rule: for ``ipv4only.arpa``'s
+        192.0.0.170/171, which RFC 8880 §7.1 embeds in the Well-Known Prefix too."""
         n = self.length
         if n == 96:
             return self._head + v4

@@ -1,0 +1,419 @@
+"""The DHCPv4 server core (RFC 2131 §4.3), with RFC 8925 option 108 (sans-I/O).
+
+``Dhcp4Server.handle(data, now, interface)`` takes one received datagram and
+the time, and returns the reply to send (message plus where to send it) or
+``None``. It never raises on packet input: a malformed message is counted and
+ignored. Time is a parameter, so lease expiry is tested on a virtual clock.
+
+Replies go where RFC 2131 §4.1 says: to the relay (giaddr) on port 67; to
+``ciaddr`` for a RENEWING client or an INFORM; broadcast otherwise (the
+server does not write ARP entries, so "unicast to chaddr/yiaddr" becomes the
+broadcast RFC 2131 §4.1 allows when unicast is not possible). A NAK to a
+client on the link is always broadcast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .leases import BOUND, DECLINED, OFFERED, Lease, LeaseTable
+from .message import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    FLAG_BROADCAST,
+    ZERO4,
+    DhcpError,
+    Message,
+    MessageType,
+    Opt,
+    domain_search,
+    ips,
+    u32,
+)
+from .policy import MIN_V6ONLY_WAIT, V6OnlyPolicy
+
+OFFER_HOLD = 30.0  # seconds an offered address stays reserved for the client
+BROADCAST = "255.255.255.255"
+SERVER_PORT = 67
+CLIENT_PORT = 68
+
+
+@dataclass
+class Subnet:
+    name: str
+    network: ipaddress.IPv4Network
+    pools: list[tuple[int, int]]  # inclusive address ranges as ints
+    server_address: ipaddress.IPv4Address  # option 54 and the reply source
+    interface: str | None = None  # directly attached link; None: relayed only
+    routers: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    domain: str = ""
+    search: list[str] = field(default_factory=list)
+    lease_time: int = 3600
+    v6only: bool = False
+    v6only_wait: int = 1800
+    v6only_rollout: int = 100
+    decline_hold: int = 3600
+    #: reservations: MAC bytes or b"cid:"+client-id -> address int
+    reservations: dict[bytes, int] = field(default_factory=dict)
+    cursor: int = 0
+
+    def __post_init__(self) -> None:
+        self.reserved = set(self.reservations.values())
+        self.size = sum(b - a + 1 for a, b in self.pools)
+
+    def in_pool(self, a: int) -> bool:
+        return any(lo <= a <= hi for lo, hi in self.pools)
+
+    def contains(self, a: int) -> bool:
+        return int(self.network.network_address) < a < int(self.network.broadcast_address)
+
+
+@dataclass
+class Reply:
+    message: Message
+    address: str
+    port: int
+    interface: str | None
+    #: True when the reply is a broadcast on the receiving link
+    broadcast: bool
+
+
+@dataclass
+class Stats:
+    requests: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)
+    offers_v6only: int = 0
+    offers_v4: int = 0
+    acks_v6only: int = 0
+    malformed: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+
+
+class Dhcp4Server:
+    def __init__(
+        self, subnets: list[Subnet], table: LeaseTable, policy: V6OnlyPolicy | None = None
+    ) -> None:
+        self.subnets = subnets
+        self.table = table
+        self.policy = policy or V6OnlyPolicy()
+        self.stats = Stats()
+        self.by_interface = {s.interface: s for s in subnets if s.interface}
+        self.last_decision = ""
+
+    # -- entry point -------------------------------------------------------------------
+
+    def handle(self, data: bytes, now: float, interface: str | None) -> Reply | None:
+        try:
+            msg = Message.from_wire(data)
+            if msg.op != BOOTREQUEST:
+                return self._ignore("not a BOOTREQUEST")
+            mtype = msg.message_type
+            if mtype is None:
+                return self._ignore("BOOTP without DHCP message type")
+            try:
+                name = MessageType(mtype).name
+            except ValueError:
+                return self._ignore(f"message type {mtype}")
+            self.stats.requests[name] += 1
+            sn = self._subnet(msg, interface)
+            if sn is None:
+                return self._ignore("no subnet for the link or relay")
+            msg.relay_agent()  # validates option 82 (raises DhcpError)
+            return self._dispatch(msg, MessageType(mtype), sn, now, interface)
+        except DhcpError:
+            self.stats.malformed += 1
+            return None
+
+    def _ignore(self, why: str) -> Reply | None:
+        self.stats.ignored[why] += 1
+        return None
+
+    def _subnet(self, msg: Message, interface: str | None) -> Subnet | None:
+        if msg.giaddr != ZERO4:
+            g = int.from_bytes(msg.giaddr, "big")
+            for s in self.subnets:
+                if s.contains(g) or g == int(s.network.network_address):
+                    return s
+            return None
+        return self.by_interface.get(interface) if interface else None
+
+    def _dispatch(
+        self, msg: Message, mtype: MessageType, sn: Subnet, now: float, iface: str | None
+    ) -> Reply | None:
+        if mtype == MessageType.DISCOVER:
+            return self._discover(msg, sn, now, iface)
+        if mtype == MessageType.REQUEST:
+            return self._request(msg, sn, now, iface)
+        if mtype == MessageType.DECLINE:
+            return self._decline(msg, sn, now)
+        if mtype == MessageType.RELEASE:
+            return self._release(msg, sn)
+        if mtype == MessageType.INFORM:
+            return self._inform(msg, sn, iface)
+        return self._ignore(f"{mtype.name} from a client")
+
+    # -- RFC 8925 ----------------------------------------------------------------------
+
+    def _v6only(self, msg: Message, sn: Subnet) -> bool:
+        on, why = self.policy.decide(msg, sn.name, sn.v6only, sn.v6only_rollout)
+        self.last_decision = why
+        return on
+
+    def _v6only_reply(
+        self, msg: Message, sn: Subnet, mtype: MessageType, iface: str | None
+    ) -> Reply:
+        """RFC 8925 §3.3: option 108 with V6ONLY_WAIT, yiaddr 0.0.0.0, no lease."""
+        r = self._base(msg, sn, mtype)
+        r.options[Opt.V6ONLY_PREFERRED] = u32(max(sn.v6only_wait, MIN_V6ONLY_WAIT))
+        if Opt.AUTO_CONFIGURE in msg.options:
+            # RFC 2563: DoNotAutoConfigure, or dhcpcd falls back to IPv4 link-local.
+            r.options[Opt.AUTO_CONFIGURE] = b"\x00"
+        self._echo_relay(msg, r)
+        # The client gives up IPv4 here: an address it held is free again.
+        old = self.table.of_client(sn.name, msg.client_key())
+        if old is not None:
+            self.table.remove(old.address)
+        return self._send(msg, r, iface, nak=False)
+
+    # -- message types -----------------------------------------------------------------
+
+    def _discover(self, msg: Message, sn: Subnet, now: float, iface: str | None) -> Reply | None:
+        if self._v6only(msg, sn):
+            self.stats.offers_v6only += 1
+            self.stats.replies["OFFER"] += 1
+            return self._v6only_reply(msg, sn, MessageType.OFFER, iface)
+        key = msg.client_key()
+        a = self._allocate(msg, sn, key, now)
+        if a is None:
+            return self._ignore("pool exhausted")
+        held = self.table.at(a)
+        if held is None or held.client_key != key or held.state != BOUND:
+            self.table.put(
+                Lease(a, key, msg.mac_text, sn.name, now + OFFER_HOLD, OFFERED, _hostname(msg)),
+                persist=False,
+            )
+        r = self._base(msg, sn, MessageType.OFFER)
+        r.yiaddr = a.to_bytes(4, "big")
+        self._config_options(msg, sn, r, lease=True)
+        self.stats.offers_v4 += 1
+        self.stats.replies["OFFER"] += 1
+        return self._send(msg, r, iface, nak=False)
+
+    def _request(self, msg: Message, sn: Subnet, now: float, iface: str | None) -> Reply | None:
+        key = msg.client_key()
+        sid = msg.ip_option(Opt.SERVER_ID)
+        req = msg.ip_option(Opt.REQUESTED_IP)
+        ciaddr = int.from_bytes(msg.ciaddr, "big")
+        if sid is not None:
+            # SELECTING: the client answers an OFFER.
+            if sid != sn.server_address.packed:
+                lease = self.table.of_client(sn.name, key)
+                if lease is not None and lease.state == OFFERED:
+                    self.table.remove(lease.address, persist=False)
+                return self._ignore("client chose another server")
+            if self._v6only(msg, sn):
+                return self._v6only_ack(msg, sn, iface)
+            if req is None:
+                return self._nak(msg, sn, iface, "no requested address")
+            a = int.from_bytes(req, "big")
+            if not self._may_have(msg, sn, a, now):
+                return self._nak(msg, sn, iface, "requested address not available")
+            return self._ack(msg, sn, a, now, iface)
+        if req is not None and ciaddr == 0:
+            # INIT-REBOOT (RFC 2131 §4.3.2)
+            if self._v6only(msg, sn):
+                return self._v6only_ack(msg, sn, iface)
+            a = int.from_bytes(req, "big")
+            if not sn.contains(a):
+                return self._nak(msg, sn, iface, "requested address on the wrong network")
+            lease = self.table.at(a)
+            if lease is not None and lease.expires > now and lease.client_key != key:
+                return self._nak(msg, sn, iface, "address leased to another client")
+            if lease is None or lease.client_key != key:
+                return self._ignore("INIT-REBOOT without a record (RFC 2131 §4.3.2)")
+            return self._ack(msg, sn, a, now, iface)
+        if ciaddr:
+            # RENEWING (unicast) or REBINDING (broadcast): option 108 is not sent here.
+            if not sn.contains(ciaddr):
+                return self._nak(msg, sn, iface, "ciaddr on the wrong network")
+            if not self._may_have(msg, sn, ciaddr, now):
+                return self._nak(msg, sn, iface, "lease belongs to another client")
+            return self._ack(msg, sn, ciaddr, now, iface)
+        return self._ignore("REQUEST in no known state")
+
+    def _may_have(self, msg: Message, sn: Subnet, a: int, now: float) -> bool:
+        key = msg.client_key()
+        if not sn.contains(a):
+            return False
+        lease = self.table.at(a)
+        if lease is not None and lease.state == DECLINED and lease.expires > now:
+            return False
+        if not self.table.is_free(a, now, key):
+            return False
+        owner = self._reserved_for(msg, sn)
+        if a in sn.reserved and owner != a:
+            return False
+        return sn.in_pool(a) or owner == a
+
+    def _v6only_ack(self, msg: Message, sn: Subnet, iface: str | None) -> Reply:
+        self.stats.acks_v6only += 1
+        self.stats.replies["ACK"] += 1
+        return self._v6only_reply(msg, sn, MessageType.ACK, iface)
+
+    def _ack(self, msg: Message, sn: Subnet, a: int, now: float, iface: str | None) -> Reply:
+        lease = Lease(
+            a, msg.client_key(), msg.mac_text, sn.name, now + sn.lease_time, BOUND, _hostname(msg)
+        )
+        self.table.put(lease, persist=True)  # on disk before the client hears of it
+        r = self._base(msg, sn, MessageType.ACK)
+        r.yiaddr = a.to_bytes(4, "big")
+        r.ciaddr = msg.ciaddr
+        self._config_options(msg, sn, r, lease=True)
+        self.stats.replies["ACK"] += 1
+        return self._send(msg, r, iface, nak=False)
+
+    def _nak(self, msg: Message, sn: Subnet, iface: str | None, why: str) -> Reply:
+        r = self._base(msg, sn, MessageType.NAK)
+        r.options[Opt.MESSAGE] = why.encode()
+        self._echo_relay(msg, r)
+        self.stats.replies["NAK"] += 1
+        self.last_decision = why
+        return self._send(msg, r, iface, nak=True)
+
+    def _decline(self, msg: Message, sn: Subnet, now: float) -> Reply | None:
+        req = msg.ip_option(Opt.REQUESTED_IP)
+        if req is None:
+            return self._ignore("DECLINE without address")
+        a = int.from_bytes(req, "big")
+        lease = self.table.at(a)
+        if lease is None or lease.client_key != msg.client_key():
+            return self._ignore("DECLINE of an address not leased to the client")
+        # RFC 2131 §4.3.3: mark the address as not available (an address conflict).
+        self.table.put(
+            Lease(a, b"declined", lease.mac, sn.name, now + sn.decline_hold, DECLINED),
+            persist=True,
+        )
+        return None
+
+    def _release(self, msg: Message, sn: Subnet) -> Reply | None:
+        a = int.from_bytes(msg.ciaddr, "big")
+        lease = self.table.at(a)
+        if lease is None or lease.client_key != msg.client_key():
+            return self._ignore("RELEASE of an address not leased to the client")
+        self.table.remove(a)
+        return None
+
+    def _inform(self, msg: Message, sn: Subnet, iface: str | None) -> Reply:
+        r = self._base(msg, sn, MessageType.ACK)
+        r.ciaddr = msg.ciaddr
+        self._config_options(msg, sn, r, lease=False)  # RFC 2131 §3.4: no lease time
+        self.stats.replies["ACK"] += 1
+        return self._send(msg, r, iface, nak=False)
+
+    # -- building replies ----------------------------------------------------------
+
+    def _base(self, msg: Message, sn: Subnet, mtype: MessageType) -> Message:
+        return Message(
+            op=BOOTREPLY,
+            htype=msg.htype,
+            hlen=msg.hlen,
+            xid=msg.xid,
+            flags=msg.flags,
+            giaddr=msg.giaddr,
+            chaddr=msg.chaddr,
+            options={
+                Opt.MESSAGE_TYPE: bytes([mtype]),
+                Opt.SERVER_ID: sn.server_address.packed,
+            },
+        )
+
+    def _config_options(self, msg: Message, sn: Subnet, r: Message, lease: bool) -> None:
+        o = r.options
+        if lease:
+            o[Opt.LEASE_TIME] = u32(sn.lease_time)
+            o[Opt.RENEWAL_TIME] = u32(sn.lease_time // 2)
+            o[Opt.REBINDING_TIME] = u32(sn.lease_time * 7 // 8)
+        o[Opt.SUBNET_MASK] = sn.network.netmask.packed
+        if sn.routers:
+            o[Opt.ROUTER] = ips(sn.routers)
+        if sn.dns:
+            o[Opt.DNS] = ips(sn.dns)
+        if sn.domain:
+            o[Opt.DOMAIN_NAME] = sn.domain.encode()
+        if sn.search and Opt.DOMAIN_SEARCH in msg.param_requests():
+            o[Opt.DOMAIN_SEARCH] = domain_search(sn.search)
+        self._echo_relay(msg, r)
+
+    def _echo_relay(self, msg: Message, r: Message) -> None:
+        # RFC 3046 §2.2: the server copies option 82 into its reply.
+        if Opt.RELAY_AGENT in msg.options:
+            r.options[Opt.RELAY_AGENT] = msg.options[Opt.RELAY_AGENT]
+
+    def _send(self, msg: Message, r: Message, iface: str | None, nak: bool) -> Reply:
+        if msg.giaddr != ZERO4:
+            if nak:
+                r.flags |= FLAG_BROADCAST  # RFC 2131 §4.3.2: relay broadcasts a NAK
+            return Reply(r, str(ipaddress.IPv4Address(msg.giaddr)), SERVER_PORT, None, False)
+        if not nak and msg.ciaddr != ZERO4:
+            return Reply(r, str(ipaddress.IPv4Address(msg.ciaddr)), CLIENT_PORT, iface, False)
+        return Reply(r, BROADCAST, CLIENT_PORT, iface, True)
+
+    # -- allocation -------------------------------------------------------------------
+
+    def _reserved_for(self, msg: Message, sn: Subnet) -> int | None:
+        """The address reserved for this client (by client id, else by MAC), if any."""
+        if not sn.reservations:
+            return None
+        cid = msg.options.get(Opt.CLIENT_ID)
+        if cid:
+            r = sn.reservations.get(b"cid:" + cid)
+            if r is not None:
+                return r
+        return sn.reservations.get(msg.mac)
+
+    def _allocate(self, msg: Message, sn: Subnet, key: bytes, now: float) -> int | None:
+        table = self.table
+        r = self._reserved_for(msg, sn)
+        if r is not None:
+            return r if table.is_free(r, now, key) else None
+        lease = table.of_client(sn.name, key)
+        if lease is not None and lease.state != DECLINED:
+            return lease.address
+        req = msg.ip_option(Opt.REQUESTED_IP)
+        if req is not None:
+            a = int.from_bytes(req, "big")
+            if sn.in_pool(a) and a not in sn.reserved and table.is_free(a, now, key):
+                return a
+        # Next free address after the cursor (amortised O(1) while the pool is not full).
+        flat = sn.size
+        for step in range(flat):
+            i = (sn.cursor + step) % flat
+            a = _nth(sn.pools, i)
+            if a not in sn.reserved and table.is_free(a, now):
+                sn.cursor = i + 1
+                return a
+        return None
+
+    def pool_usage(self, now: float) -> dict[str, tuple[int, int]]:
+        """Per subnet: (leases in use, addresses free)."""
+        out = {}
+        for s in self.subnets:
+            used = self.table.count(s.name, now)
+            out[s.name] = (used, max(0, s.size - used))
+        return out
+
+
+def _nth(pools: list[tuple[int, int]], i: int) -> int:
+    for lo, hi in pools:
+        n = hi - lo + 1
+        if i < n:
+            return lo + i
+        i -= n
+    raise IndexError(i)
+
+
+def _hostname(msg: Message) -> str:
+    return msg.options.get(Opt.HOSTNAME, b"").decode("utf-8", "replace")[:64]

@@ -1,0 +1,397 @@
+"""The site configuration of ``v6mostly router`` (and the Pref64 the PLAT shares).
+
+One file describes the site; the Pref64 is written once, in ``[site]``, and a
+``plat.toml`` can take it from there (``site = "site.toml"`` at its top and no
+``pool6``). Example::
+
+    [site]
+    pref64 = "64:ff9b::/96"
+
+    [[interface]]
+    name = "lan0"
+    prefixes = ["2001:db8:1::/64"]          # PIO, SLAAC
+    rdnss = ["2001:db8:1::1"]
+    dnssl = ["example.net"]
+    max_interval = 600                      # RA interval (RFC 4861 §6.2.1)
+
+    [interface.dhcp4]
+    subnet = "192.0.2.0/24"
+    pool = ["192.0.2.100-192.0.2.199"]
+    routers = ["192.0.2.1"]
+    dns = ["192.0.2.1"]
+    v6only = true                           # RFC 8925 option 108 by default here
+    v6only_wait = 1800
+
+    [[class]]
+    name = "venue-ssid"
+    circuit_id = { split = [":", 2, "RubyKaigi 2025"] }
+    v6only = true
+
+    [[class]]
+    name = "printers"
+    mac_prefix = ["00:1b:a9"]
+    v6only = false                          # overrides the subnet, both ways
+
+    [dhcp4]
+    lease_db = "/var/lib/v6mostly/leases.sqlite"
+
+    [dns]
+    listen = ["2001:db8:1::1"]
+    allow = ["2001:db8:1::/64", "192.0.2.0/24"]
+    upstream = "2001:db8::53"               # absent: everything but ipv4only.arpa is REFUSED
+
+    [metrics]
+    listen = "127.0.0.1:9466"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addr.rfc6052 import parse_prefix, validate_pref64
+from .config import _network, _Reader, _section, parse_listen, read_toml
+from .dhcp4.policy import MIN_V6ONLY_WAIT, ClientClass, TextMatch
+from .errors import AddressError, ConfigError
+from .ra.options import PLC_OF_LENGTH, PREF, PREF64_MAX_LIFETIME
+
+
+@dataclass
+class Dhcp4Subnet:
+    name: str
+    subnet: ipaddress.IPv4Network
+    pools: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]
+    routers: list[str]
+    dns: list[str]
+    domain: str
+    search: list[str]
+    lease_time: int
+    v6only: bool
+    v6only_wait: int
+    v6only_rollout: int
+    server_address: str | None
+    reservations: dict[bytes, ipaddress.IPv4Address]
+    interface: str | None
+
+
+@dataclass
+class InterfaceConfig:
+    name: str
+    ra: bool = True
+    max_interval: int = 600
+    min_interval: float | None = None
+    router_lifetime: int = 1800
+    preference: str = "medium"
+    managed: bool = False
+    other: bool = False
+    mtu: int = 0
+    prefixes: list[ipaddress.IPv6Network] = field(default_factory=list)
+    routes: list[ipaddress.IPv6Network] = field(default_factory=list)
+    rdnss: list[ipaddress.IPv6Address] = field(default_factory=list)
+    dnssl: list[str] = field(default_factory=list)
+    pref64_lifetime: int = 0
+    dhcp4: Dhcp4Subnet | None = None
+
+
+@dataclass
+class DnsConfig:
+    listen: list[str]
+    port: int
+    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    upstream: str | None
+    dns64: bool
+    rate: float
+    burst: float
+
+
+@dataclass
+class SiteConfig:
+    source: str
+    pref64: ipaddress.IPv6Network
+    interfaces: list[InterfaceConfig]
+    relayed: list[Dhcp4Subnet]
+    classes: list[ClientClass]
+    lease_db: str
+    lease_sync: str
+    dns: DnsConfig | None
+    metrics_listen: str
+
+
+def _list(r: _Reader, key: str, kind: type, default: list[Any] | None = None) -> list[Any]:
+    v = r.get(key, list, default if default is not None else [])
+    for i, x in enumerate(v):
+        if not isinstance(x, kind):
+            raise r.fail(
+                f"{key}[{i}]", x, f"expected {'a string' if kind is str else kind.__name__}"
+            )
+    return list(v)
+
+
+def _v4addr(r: _Reader, key: str, text: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise r.fail(key, text, "expected an IPv4 address") from None
+
+
+def _mac(r: _Reader, key: str, text: str) -> bytes:
+    try:
+        b = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    except ValueError:
+        raise r.fail(key, text, 'expected a MAC address like "02:00:00:00:00:01"') from None
+    if not 1 <= len(b) <= 16:
+        raise r.fail(key, text, "expected 1-16 bytes")
+    return b
+
+
+def parse_pref64(r: _Reader, key: str, text: Any) -> ipaddress.IPv6Network:
+    if not isinstance(text, str):
+        raise r.fail(key, text, "expected a prefix string")
+    try:
+        net = parse_prefix(text)
+        validate_pref64(net)
+    except AddressError as e:
+        raise r.fail(key, text, str(e)) from None
+    if net.prefixlen not in PLC_OF_LENGTH:
+        raise r.fail(key, text, "PREF64 (RFC 8781 §4) carries only /32, /40, /48, /56, /64, /96")
+    return net
+
+
+def parse_dhcp4(r: _Reader, name: str, interface: str | None) -> Dhcp4Subnet:
+    subnet_text = r.get("subnet", str, None)
+    if subnet_text is None:
+        raise r.fail("subnet", "", 'required: the IPv4 subnet, e.g. "192.0.2.0/24"')
+    subnet = ipaddress.IPv4Network(_network(r, "subnet", subnet_text, 4))
+    pools = []
+    for i, p in enumerate(_list(r, "pool", str)):
+        lo_t, sep, hi_t = p.partition("-")
+        if not sep:
+            raise r.fail(f"pool[{i}]", p, 'expected "FIRST-LAST"')
+        lo, hi = _v4addr(r, f"pool[{i}]", lo_t.strip()), _v4addr(r, f"pool[{i}]", hi_t.strip())
+        if not (lo in subnet and hi in subnet and lo <= hi):
+            raise r.fail(f"pool[{i}]", p, f"expected a range inside {subnet}, first <= last")
+        pools.append((lo, hi))
+    rs: dict[bytes, ipaddress.IPv4Address] = {}
+    for i, item in enumerate(r.get("reservations", list, [])):
+        k = f"reservations[{i}]"
+        if (
+            not isinstance(item, dict)
+            or "address" not in item
+            or not ({"mac", "client_id"} & set(item))
+        ):
+            raise r.fail(k, item, '{ mac = "..." or client_id = "hex", address = "..." }')
+        a = _v4addr(r, k, item["address"])
+        if a not in subnet:
+            raise r.fail(k, item["address"], f"expected an address in {subnet}")
+        if "mac" in item:
+            rs[_mac(r, k, item["mac"])] = a
+        else:
+            rs[b"cid:" + _mac(r, k, item["client_id"])] = a
+    wait = r.integer("v6only_wait", 1800, 0, 0xFFFFFFFF)
+    if wait < MIN_V6ONLY_WAIT:
+        raise r.fail(
+            "v6only_wait", wait, f"RFC 8925 §3.4: at least MIN_V6ONLY_WAIT ({MIN_V6ONLY_WAIT} s)"
+        )
+    server = r.get("server_address", str, None)
+    if server is not None:
+        _v4addr(r, "server_address", server)
+    s = Dhcp4Subnet(
+        name=name,
+        subnet=subnet,
+        pools=pools,
+        routers=[str(_v4addr(r, "routers", x)) for x in _list(r, "routers", str)],
+        dns=[str(_v4addr(r, "dns", x)) for x in _list(r, "dns", str)],
+        domain=r.get("domain", str, ""),
+        search=_list(r, "search", str),
+        lease_time=r.integer("lease_time", 3600, 60, 0xFFFFFFFE),
+        v6only=r.get("v6only", bool, False),
+        v6only_wait=wait,
+        v6only_rollout=r.integer("v6only_rollout", 100, 0, 100),
+        server_address=server,
+        reservations=rs,
+        interface=interface,
+    )
+    if not s.pools and not rs:
+        raise r.fail("pool", [], "expected at least one pool range or reservation")
+    r.finish()
+    return s
+
+
+def _text_match(r: _Reader, key: str, v: Any) -> TextMatch | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return TextMatch(equals=v)
+    if not isinstance(v, dict) or not set(v) <= {"equals", "contains", "prefix", "split"}:
+        raise r.fail(
+            key, v, '"TEXT" or { equals | contains | prefix = "TEXT", split = [SEP, INDEX, VALUE] }'
+        )
+    split = v.get("split")
+    if split is not None and not (
+        isinstance(split, list)
+        and len(split) == 3
+        and isinstance(split[0], str)
+        and isinstance(split[1], int)
+        and isinstance(split[2], str)
+        and split[0]
+    ):
+        raise r.fail(
+            key + ".split",
+            split,
+            'expected [SEPARATOR, INDEX, VALUE], e.g. [":", 2, "RubyKaigi 2025"]',
+        )
+    return TextMatch(
+        equals=v.get("equals"),
+        contains=v.get("contains"),
+        prefix=v.get("prefix"),
+        split=(split[0], split[1], split[2]) if split else None,
+    )
+
+
+def parse_class(r: _Reader) -> ClientClass:
+    name = r.get("name", str, None)
+    if not name:
+        raise r.fail("name", "", "every [[class]] needs a name")
+    v6only = r.get("v6only", bool, None)
+    c = ClientClass(
+        name=name,
+        circuit_id=_text_match(r, "circuit_id", r.get("circuit_id", object, None)),
+        remote_id=_text_match(r, "remote_id", r.get("remote_id", object, None)),
+        vendor_class=_text_match(r, "vendor_class", r.get("vendor_class", object, None)),
+        mac_prefixes=tuple(_mac(r, "mac_prefix", m) for m in _list(r, "mac_prefix", str)),
+        subnets=tuple(_list(r, "subnets", str)),
+        v6only=v6only,
+        rollout_percent=r.integer("rollout_percent", 100, 0, 100),
+    )
+    r.finish()
+    return c
+
+
+def parse_interface(source: str, i: int, t: Any, pref64_lifetime: int) -> InterfaceConfig:
+    if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+        raise ConfigError(f'{source}: [[interface]] #{i + 1}: needs name = "IFNAME"')
+    name = t["name"]
+    r = _Reader(source, f'interface "{name}"', t)
+    r.get("name", str, name)
+    pref = r.get("preference", str, "medium")
+    if pref not in PREF:
+        raise r.fail("preference", pref, "expected low, medium or high")
+    mx = r.integer("max_interval", 600, 4, 1800)
+    mn_raw = r.get("min_interval", int, 0)
+    mn = float(mn_raw) if mn_raw else None
+    if mn is not None and not 3 <= mn <= 0.75 * mx:
+        raise r.fail(
+            "min_interval", mn_raw, f"RFC 4861 §6.2.1: 3 to 0.75 x max_interval ({0.75 * mx:g})"
+        )
+    life = r.integer("pref64_lifetime", pref64_lifetime, 0, PREF64_MAX_LIFETIME)
+    if life and life < mx:
+        raise r.fail("pref64_lifetime", life, f"RFC 8781 §4.1: at least max_interval ({mx} s)")
+    ic = InterfaceConfig(
+        name=name,
+        ra=r.get("ra", bool, True),
+        max_interval=mx,
+        min_interval=mn,
+        router_lifetime=r.integer("router_lifetime", min(1800, 3 * mx), 0, 9000),
+        preference=pref,
+        managed=r.get("managed", bool, False),
+        other=r.get("other", bool, False),
+        mtu=r.integer("mtu", 0, 0, 65535),
+        prefixes=[
+            ipaddress.IPv6Network(_network(r, "prefixes", p, 6)) for p in _list(r, "prefixes", str)
+        ],
+        routes=[
+            ipaddress.IPv6Network(_network(r, "routes", p, 6)) for p in _list(r, "routes", str)
+        ],
+        rdnss=[ipaddress.IPv6Address(_v6(r, "rdnss", a)) for a in _list(r, "rdnss", str)],
+        dnssl=_list(r, "dnssl", str),
+        pref64_lifetime=life,
+    )
+    if ic.mtu and ic.mtu < 1280:
+        raise r.fail("mtu", ic.mtu, "expected 0 (none) or at least 1280")
+    d = r.get("dhcp4", dict, None)
+    if d is not None:
+        ic.dhcp4 = parse_dhcp4(_Reader(source, f'interface "{name}" dhcp4', d), name, name)
+    r.finish()
+    return ic
+
+
+def _v6(r: _Reader, key: str, text: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise r.fail(key, text, "expected an IPv6 address") from None
+
+
+def load_site(path: str) -> SiteConfig:
+    data = read_toml(path)
+    known = {"site", "interface", "relayed", "class", "dhcp4", "dns", "metrics"}
+    for k in data:
+        if k not in known:
+            raise ConfigError(f"{path}: [{k}]: unknown section (expected one of {sorted(known)})")
+    site = _section(path, data, "site")
+    p = site.get("pref64", str, None)
+    if p is None:
+        raise ConfigError(f"{path}: [site] pref64: required (the network's Pref64::/n)")
+    pref64 = parse_pref64(site, "pref64", p)
+    plife = site.integer("pref64_lifetime", 0, 0, PREF64_MAX_LIFETIME)
+    site.finish()
+    ifs_raw = data.get("interface", [])
+    if not isinstance(ifs_raw, list):
+        raise ConfigError(f"{path}: interface: expected [[interface]] tables")
+    interfaces = [parse_interface(path, i, t, plife) for i, t in enumerate(ifs_raw)]
+    names = [i.name for i in interfaces]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: [[interface]]: an interface is listed twice")
+    relayed = []
+    for i, t in enumerate(data.get("relayed", [])):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise ConfigError(f'{path}: [[relayed]] #{i + 1}: needs name = "NAME"')
+        r = _Reader(path, f'relayed "{t["name"]}"', t)
+        r.get("name", str, "")
+        relayed.append(parse_dhcp4(r, t["name"], None))
+    classes = [
+        parse_class(_Reader(path, f"class #{i + 1}", t))
+        for i, t in enumerate(data.get("class", []))
+    ]
+    d = _section(path, data, "dhcp4")
+    lease_db = d.get("lease_db", str, "/var/lib/v6mostly/leases.sqlite")
+    sync = d.get("sync", str, "normal")
+    if sync not in ("normal", "full"):
+        raise d.fail("sync", sync, "expected normal or full")
+    d.finish()
+    dns_cfg = None
+    if "dns" in data:
+        r = _section(path, data, "dns")
+        allow = []
+        for i, a in enumerate(_list(r, "allow", str)):
+            try:
+                allow.append(ipaddress.ip_network(a))
+            except ValueError:
+                raise r.fail(f"allow[{i}]", a, "expected a prefix") from None
+        if not allow:
+            raise r.fail("allow", [], "expected the client prefixes (not an open resolver)")
+        up = r.get("upstream", str, None)
+        if up is not None:
+            try:
+                ipaddress.ip_address(up)
+            except ValueError:
+                raise r.fail("upstream", up, "expected an IP address") from None
+        dns_cfg = DnsConfig(
+            listen=[str(ipaddress.ip_address(x)) for x in _list(r, "listen", str)],
+            port=r.integer("port", 53, 1, 65535),
+            allow=allow,
+            upstream=up,
+            dns64=r.get("dns64", bool, False),
+            rate=float(r.integer("rate", 50, 1, 1_000_000)),
+            burst=float(r.integer("burst", 100, 1, 1_000_000)),
+        )
+        if not dns_cfg.listen:
+            raise r.fail("listen", [], "expected at least one address to listen on")
+        r.finish()
+    m = _section(path, data, "metrics")
+    listen = m.get("listen", str, "")
+    if listen:
+        parse_listen(m, listen)
+    m.finish()
+    return SiteConfig(path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen)
