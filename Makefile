@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 # Debian packages the lab, the demo and the tests drive (command -> package).
 DEBS := tshark:tshark ip:iproute2 nft:nftables ping:iputils-ping tracepath:iputils-tracepath \
         curl:curl traceroute:traceroute iperf3:iperf3 ethtool:ethtool dnsmasq:dnsmasq-base \
-        conntrack:conntrack dig:bind9-dnsutils tayga:tayga sysctl:procps
+        conntrack:conntrack dig:bind9-dnsutils tayga:tayga sysctl:procps \
+        dhcpcd:dhcpcd-base dhclient:isc-dhcp-client busybox:busybox kea-dhcp4:kea-dhcp4-server
 debs:
 	@missing=""; for cp in $(DEBS); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \

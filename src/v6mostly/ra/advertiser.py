@@ -44,7 +44,11 @@ class Advertiser:
     def __post_init__(self) -> None:
         if not 4 <= self.max_interval <= 1800:
             raise ValueError(f"max_interval {self.max_interval}: RFC 4861 §6.2.1 allows 4-1800 s")
-        lo = self.min_interval if self.min_interval is not None else 0.33 * self.max_interval
+        lo = (
+            self.min_interval
+            if self.min_interval is not None
+            else max(3.0, 0.33 * self.max_interval)
+        )
         if not 3 <= lo <= 0.75 * self.max_interval:
             raise ValueError(f"min_interval {lo}: RFC 4861 §6.2.1 wants 3 s to 0.75 x max_interval")
         self.min_interval = lo

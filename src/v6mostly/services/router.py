@@ -141,7 +141,7 @@ def dry_run_text(cfg: SiteConfig) -> str:
             ra = make_ra(ic, cfg.pref64, None)
             p64 = ra.pref64[0]
             out.append(
-                f"  RA every {ic.min_interval or round(0.33 * ic.max_interval)}-{ic.max_interval} s, "
+                f"  RA every {ic.min_interval or max(3, round(0.33 * ic.max_interval))}-{ic.max_interval} s, "
                 f"router lifetime {ic.router_lifetime} s, preference {ic.preference}"
             )
             out.append(

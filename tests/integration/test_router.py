@@ -1,0 +1,439 @@
+"""`v6mostly router` against real clients in namespaces: dhcpcd, dhclient, udhcpc,
+the kernel's SLAAC, tshark and dig.
+
+Topology per test: a router namespace (lan0: 198.51.100.1/24, 2001:db8:1::1/64)
+and a client namespace (eth0), joined by a veth; names carry a per-run id and
+are removed at the end, also on failure. Every DHCP client runs in its own
+mount namespace (`ip netns exec` gives one) with tmpfs over /run and its lease
+directory, and with our own hook script, so the host's resolv.conf and lease
+files are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lab_helpers import require_root, wait_for
+
+pytestmark = pytest.mark.integration
+
+SITE = """
+[site]
+pref64 = "2001:db8:64::/96"
+
+[[interface]]
+name = "lan0"
+prefixes = ["2001:db8:1::/64"]
+rdnss = ["2001:db8:1::1"]
+dnssl = ["example.net"]
+max_interval = 4
+pref64_lifetime = 600
+
+[interface.dhcp4]
+subnet = "198.51.100.0/24"
+pool = ["198.51.100.100-198.51.100.199"]
+routers = ["198.51.100.1"]
+dns = ["198.51.100.1"]
+lease_time = {lease_time}
+v6only = true
+v6only_wait = 300
+
+[[class]]
+name = "legacy-lab"
+mac_prefix = ["02:00:5e"]
+v6only = false
+
+[dhcp4]
+lease_db = "{dir}/leases.sqlite"
+
+[dns]
+listen = ["2001:db8:1::1", "198.51.100.1"]
+allow = ["2001:db8:1::/64", "198.51.100.0/24"]
+
+[metrics]
+listen = "127.0.0.1:9466"
+"""
+
+
+@dataclass
+class Site:
+    id: str
+    dir: Path
+    router: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rtr(self) -> str:
+        return f"v6m-{self.id}-rtr"
+
+    @property
+    def cl(self) -> str:
+        return f"v6m-{self.id}-cl"
+
+    def run(
+        self, ns: str, *argv: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} in {ns}: {r.stderr or r.stdout}")
+        return r
+
+    def start_router(self) -> None:
+        log = (self.dir / "router.log").open("ab")
+        self.router = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.rtr,
+                sys.executable,
+                "-m",
+                "v6mostly",
+                "router",
+                "--config",
+                str(self.dir / "site.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        assert wait_for(lambda: "router running" in self.log()), self.log()
+
+    def log(self) -> str:
+        return (self.dir / "router.log").read_text()
+
+    def metrics(self) -> dict[str, float]:
+        r = self.run(self.rtr, "curl", "-s", "http://127.0.0.1:9466/metrics", check=False)
+        out = {}
+        for line in r.stdout.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    def client(self, script: str, name: str) -> subprocess.Popen[str]:
+        """A DHCP client in the client namespace with private /run and lease dirs."""
+        wrapped = (
+            "mount -t tmpfs none /run && mount -t tmpfs none /var/lib/dhcpcd && "
+            "mount -t tmpfs none /var/lib/dhcp 2>/dev/null; exec " + script
+        )
+        f = (self.dir / f"{name}.out").open("w")
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.cl, "sh", "-c", wrapped],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        f.close()
+        return p
+
+    def out(self, name: str) -> str:
+        p = self.dir / f"{name}.out"
+        return p.read_text() if p.exists() else ""
+
+
+def _cleanup(site: Site) -> None:
+    for ns in (site.rtr, site.cl):
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        for p in pids.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(p), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def make_site(tmp_path: Path, lease_time: int = 3600, client_mac: str | None = None) -> Site:
+    s = Site(os.urandom(3).hex(), tmp_path)
+    (tmp_path / "site.toml").write_text(SITE.format(dir=tmp_path, lease_time=lease_time))
+    for ns in (s.rtr, s.cl):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        s.run(ns, "ip", "link", "set", "lo", "up")
+        s.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+        s.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            s.rtr,
+            "link",
+            "add",
+            "lan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            s.cl,
+        ],
+        check=True,
+    )
+    s.run(s.rtr, "ip", "addr", "add", "198.51.100.1/24", "dev", "lan0")
+    s.run(s.rtr, "ip", "addr", "add", "2001:db8:1::1/64", "dev", "lan0")
+    s.run(s.rtr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    s.run(s.rtr, "ip", "link", "set", "lan0", "up")
+    if client_mac:
+        s.run(s.cl, "ip", "link", "set", "eth0", "address", client_mac)
+    s.run(s.cl, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
+    s.run(s.cl, "ip", "link", "set", "eth0", "up")
+    return s
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    require_root()
+    s = make_site(tmp_path)
+    try:
+        s.start_router()
+        yield s
+    finally:
+        _cleanup(s)
+    assert subprocess.run(["ip", "netns", "pids", s.rtr], capture_output=True).returncode != 0
+
+
+HOOK = """#!/bin/sh
+echo "reason=$reason$1 ip=$new_ip_address$ip v6only=$new_v6_only_preferred" >> {log}
+# udhcpc passes the event as $1 and expects the script to configure the address
+case "$1" in
+  bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;;
+  deconfig) ip -4 addr flush dev "$interface" ;;
+esac
+exit 0
+"""
+
+
+def hook(site: Site, name: str) -> Path:
+    p = site.dir / f"{name}-hook.sh"
+    p.write_text(HOOK.format(log=site.dir / f"{name}.hook"))
+    p.chmod(0o755)
+    return p
+
+
+def test_dhcpcd_gets_ipv6_only_preferred_and_no_ipv4(site: Site) -> None:
+    conf = site.dir / "dhcpcd.conf"
+    conf.write_text("option ipv6_only_preferred\nnoipv6rs\nnoipv6\n")
+    p = site.client(f"dhcpcd -B -d -4 -f {conf} -c {hook(site, 'dhcpcd')} eth0", "dhcpcd")
+    try:
+        assert wait_for(
+            lambda: "IPv6-Only Preferred received (300 seconds)" in site.out("dhcpcd"), 20
+        ), site.out("dhcpcd")
+        time.sleep(2)  # give it the time to (wrongly) configure anything
+        addrs = site.run(site.cl, "ip", "-4", "addr", "show", "dev", "eth0").stdout
+        assert "inet " not in addrs  # no IPv4 address, and no 169.254 IPv4LL either
+    finally:
+        p.terminate()
+        p.wait(10)
+    assert "IPv4LL disabled" in site.out("dhcpcd")
+    m = site.metrics()
+    assert m['v6mostly_dhcp4_offers_total{v6only="yes"}'] >= 1
+    assert m['v6mostly_dhcp4_leases_in_use{subnet="lan0"}'] == 0
+
+
+def test_dhclient_hook_runs_with_reason_v6only(site: Site) -> None:
+    conf = site.dir / "dhclient.conf"
+    conf.write_text("request subnet-mask, routers, domain-name-servers, v6-only-preferred;\n")
+    d = site.dir
+    p = site.client(
+        f"dhclient -d -4 -v -cf {conf} -lf {d}/dhclient.leases -pf {d}/dhclient.pid "
+        f"-sf {hook(site, 'dhclient')} eth0",
+        "dhclient",
+    )
+    try:
+        assert wait_for(lambda: "reason=V6ONLY" in _read(d / "dhclient.hook"), 20), site.out(
+            "dhclient"
+        )
+    finally:
+        p.terminate()
+        p.wait(10)
+    assert "v6 only preferred for 300" in site.out("dhclient")
+
+
+def _read(p: Path) -> str:
+    return p.read_text() if p.exists() else ""
+
+
+def test_udhcpc_legacy_client_gets_a_lease_renews_and_releases(site: Site) -> None:
+    p = site.client(
+        f"busybox udhcpc -i eth0 -f -s {hook(site, 'udhcpc')} -x hostname:legacy", "udhcpc"
+    )
+    hook_log = site.dir / "udhcpc.hook"
+    try:
+        assert wait_for(lambda: "ip=198.51.100.1" in _read(hook_log), 20), site.out("udhcpc")
+        assert wait_for(
+            lambda: site.metrics().get('v6mostly_dhcp4_leases_in_use{subnet="lan0"}') == 1
+        )
+        os.kill(p.pid, signal.SIGUSR1)  # udhcpc: renew
+        assert wait_for(
+            lambda: site.metrics().get('v6mostly_dhcp4_requests_total{type="REQUEST"}', 0) >= 2
+        )
+        os.kill(p.pid, signal.SIGUSR2)  # udhcpc: release
+        assert wait_for(
+            lambda: site.metrics().get('v6mostly_dhcp4_requests_total{type="RELEASE"}', 0) == 1
+        )
+        assert site.metrics()['v6mostly_dhcp4_leases_in_use{subnet="lan0"}'] == 0
+    finally:
+        p.kill()
+        p.wait(10)
+    assert "lease of 198.51.100." in site.out("udhcpc")
+
+
+def test_opt_out_class_client_asking_for_108_gets_a_lease(tmp_path: Path) -> None:
+    require_root()
+    s = make_site(tmp_path, client_mac="02:00:5e:00:00:01")
+    try:
+        s.start_router()
+        conf = s.dir / "dhcpcd.conf"
+        conf.write_text("option ipv6_only_preferred\nnoipv6rs\nnoipv6\nnoarp\n")
+        p = s.client(f"dhcpcd -B -d -4 -f {conf} -c {hook(s, 'dhcpcd')} eth0", "dhcpcd")
+        try:
+            assert wait_for(lambda: "leased 198.51.100." in s.out("dhcpcd"), 20), s.out("dhcpcd")
+            assert "IPv6-Only Preferred" not in s.out("dhcpcd")
+            assert "198.51.100." in s.run(s.cl, "ip", "-4", "addr").stdout
+        finally:
+            p.terminate()
+            p.wait(10)
+    finally:
+        _cleanup(s)
+
+
+def test_ra_pref64_decoded_by_tshark_and_slaac_default_route(site: Site) -> None:
+    pcap = site.dir / "ra.pcap"
+    cap = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            site.cl,
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:8",
+            "-f",
+            "icmp6",
+            "-w",
+            str(pcap),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cap.wait(20)
+    r = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-Y",
+            "icmpv6.type == 134",
+            "-T",
+            "fields",
+            "-e",
+            "icmpv6.opt.pref64.prefix",
+            "-e",
+            "icmpv6.opt.pref64.plc",
+            "-e",
+            "icmpv6.opt.pref64.scaled_lifetime",
+            "-e",
+            "icmpv6.opt.prefix",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [ln.split("\t") for ln in r.stdout.splitlines() if ln.strip()]
+    assert rows, "no RA captured"
+    prefix, plc, scaled, pio = rows[0]
+    assert prefix == "2001:db8:64::" and int(plc, 0) == 0 and int(scaled, 0) == 75  # 600 s / 8
+    assert pio == "2001:db8:1::"
+    addrs = site.run(site.cl, "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "2001:db8:1:0:" in addrs  # SLAAC from our PIO
+    route = site.run(site.cl, "ip", "-6", "route", "show", "default").stdout
+    assert "via fe80::" in route and "dev eth0" in route
+
+
+def test_dig_ipv4only_arpa_udp_and_tcp(site: Site) -> None:
+    # the client's address comes from our RA (SLAAC)
+    assert wait_for(lambda: "2001:db8:1:0:" in site.run(site.cl, "ip", "-6", "addr").stdout, 15)
+    for extra in ([], ["+tcp"]):
+        r = site.run(site.cl, "dig", "+short", *extra, "@2001:db8:1::1", "ipv4only.arpa", "AAAA")
+        assert sorted(r.stdout.split()) == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]
+    r = site.run(site.cl, "ip", "addr", "add", "198.51.100.50/24", "dev", "eth0")
+    r = site.run(site.cl, "dig", "@198.51.100.1", "www.example.net", "A")
+    assert "status: REFUSED" in r.stdout  # no upstream configured: not an open resolver
+
+
+def test_leases_survive_kill_9(tmp_path: Path) -> None:
+    require_root()
+    s = make_site(tmp_path)
+    try:
+        s.start_router()
+        p = s.client(f"busybox udhcpc -i eth0 -f -n -q -s {hook(s, 'a')}", "a")
+        p.wait(20)
+        assert "ip=198.51.100.100" in _read(s.dir / "a.hook")
+        assert s.router is not None
+        s.router.send_signal(signal.SIGKILL)
+        s.router.wait(5)
+        subprocess.run(["ip", "netns", "exec", s.rtr, "true"])
+        rows = list(
+            sqlite3.connect(s.dir / "leases.sqlite").execute("SELECT address, state FROM leases")
+        )
+        assert rows == [(int.from_bytes(bytes([198, 51, 100, 100]), "big"), "bound")]
+        (s.dir / "router.log").write_text("")
+        s.start_router()
+        s.run(s.cl, "ip", "link", "set", "eth0", "address", "02:00:00:00:00:77")
+        p = s.client(f"busybox udhcpc -i eth0 -f -n -q -s {hook(s, 'b')}", "b")
+        p.wait(20)
+        assert "ip=198.51.100.101" in _read(s.dir / "b.hook")  # .100 is still taken
+    finally:
+        _cleanup(s)
+
+
+def test_router_dry_run_and_config_error(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(SITE.format(dir=tmp_path, lease_time=3600))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "v6mostly",
+            "router",
+            "--config",
+            str(tmp_path / "site.toml"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0
+    assert "PREF64 2001:db8:64::/96 lifetime 600 s (scaled 75)" in r.stdout
+    assert "option 108 (V6ONLY_WAIT 300 s)" in r.stdout
+    bad = SITE.format(dir=tmp_path, lease_time=3600).replace(
+        "v6only_wait = 300", "v6only_wait = 30"
+    )
+    (tmp_path / "bad.toml").write_text(bad)
+    r = subprocess.run(
+        [sys.executable, "-m", "v6mostly", "router", "--config", str(tmp_path / "bad.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f'v6mostly: error: {tmp_path}/bad.toml: [interface "lan0" dhcp4] v6only_wait = 30: '
+        "RFC 8925 §3.4: at least MIN_V6ONLY_WAIT (300 s)"
+    )
