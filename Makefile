@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo test lint bench bench-e2e fuzz clean debs
+.PHONY: demo test lint bench bench-e2e bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -43,6 +43,10 @@ bench: $(STAMP)
 # forwarding (root; a few minutes). See bench/e2e.py.
 bench-e2e: $(STAMP) debs
 	$(BIN)/python bench/e2e.py --seconds 5
+
+# DHCPv4 exchanges per second, v6mostly (SQLite leases) against Debian's Kea (root).
+bench-dhcp: $(STAMP) debs
+	$(BIN)/python bench/dhcp_load.py --seconds 8 --rounds 3
 
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/harness.py 1000000

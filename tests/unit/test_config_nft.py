@@ -250,3 +250,22 @@ def test_private_egress_through_wkp_is_refused(tmp_path: Path) -> None:
         ConfigError, match=r"private_egress.destinations\[0\] = \"10.0.0.0/8\".*RFC 6052 §3.1"
     ):
         load(write(tmp_path, text), plat=True)
+
+
+def test_site_example_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parents[2] / "contrib" / "examples" / "site.toml"
+    assert main(["router", "--config", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "PREF64 64:ff9b::/96 lifetime 1800 s (scaled 225)" in out
+    assert "class venue-ssid: option 108 on" in out and "class printers: option 108 off" in out
+
+
+def test_plat_takes_pref64_from_the_site_file(tmp_path: Path) -> None:
+    site = Path(__file__).parents[2] / "contrib" / "examples" / "site.toml"
+    text = LAB_CONF.replace('pool6 = "2001:db8:64::/96"\n', "")
+    (tmp_path / "plat.toml").write_text(f'site = "{site}"\n' + text)
+    s = load(str(tmp_path / "plat.toml"), plat=True)
+    assert s.translator.pool6 == "64:ff9b::/96"
+    (tmp_path / "plat.toml").write_text(f'site = "{site}"\n' + LAB_CONF)
+    with pytest.raises(ConfigError, match="differs from the site's pref64 64:ff9b::/96"):
+        load(str(tmp_path / "plat.toml"), plat=True)

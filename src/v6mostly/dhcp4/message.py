@@ -67,7 +67,7 @@ class Opt(IntEnum):
 
 
 #: Options whose length is fixed (RFC 2132); anything else is rejected.
-_FIXED_LEN = {
+_FIXED_LEN: dict[int, int] = {
     Opt.SUBNET_MASK: 4,
     Opt.REQUESTED_IP: 4,
     Opt.LEASE_TIME: 4,
@@ -85,10 +85,14 @@ MAGIC = b"\x63\x82\x53\x63"
 BOOTREQUEST = 1
 BOOTREPLY = 2
 FLAG_BROADCAST = 0x8000
-_FIXED = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
-HEADER_LEN = _FIXED.size  # 236
+_FIXED = struct.Struct("!BBBBIHH4s4s4s4s16s")  # then sname[64], file[128]
+HEADER_LEN = _FIXED.size + 192  # 236
+_EMPTY_SNAME_FILE_MAGIC = bytes(192) + b"\x63\x82\x53\x63"
 MIN_LEN = HEADER_LEN + 4
 ZERO4 = b"\0\0\0\0"
+_ZERO64 = bytes(64)
+_ZERO128 = bytes(128)
+_ZERO192 = bytes(192)
 
 
 @dataclass
@@ -117,7 +121,7 @@ class Message:
 
     @property
     def mac_text(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.mac)
+        return self.mac.hex(":")
 
     @property
     def message_type(self) -> int | None:
@@ -146,18 +150,22 @@ class Message:
 
     @classmethod
     def from_wire(cls, data: bytes | bytearray | memoryview) -> Message:
-        data = bytes(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
         if len(data) < MIN_LEN:
             raise DhcpError(f"message of {len(data)} bytes is shorter than {MIN_LEN}")
         f = _FIXED.unpack_from(data)
         if data[HEADER_LEN:MIN_LEN] != MAGIC:
             raise DhcpError("no DHCP magic cookie (RFC 2131 §3)")
         m = cls(*f)
+        if data[44:236] != _ZERO192:
+            m.sname = data[44:108]
+            m.file = data[108:236]
         if m.op not in (BOOTREQUEST, BOOTREPLY):
             raise DhcpError(f"op {m.op}: expected 1 (BOOTREQUEST) or 2 (BOOTREPLY)")
         if m.hlen > 16:
             raise DhcpError(f"hlen {m.hlen} exceeds the 16-byte chaddr field")
-        opts: dict[int, bytearray] = {}
+        opts: dict[int, bytes] = {}
         _parse_options(data, MIN_LEN, len(data), opts)
         ov = opts.get(Opt.OVERLOAD)
         if ov is not None:
@@ -167,14 +175,15 @@ class Message:
                 _parse_options(m.file, 0, len(m.file), opts)
             if ov[0] & 2:
                 _parse_options(m.sname, 0, len(m.sname), opts)
-        for code, need in _FIXED_LEN.items():
-            v = opts.get(code)
-            if v is not None and len(v) != need:
+        for code, v in opts.items():
+            need = _FIXED_LEN.get(code)
+            if need is not None and len(v) != need:
                 raise DhcpError(f"option {code}: length {len(v)}, expected {need}")
-        m.options = {k: bytes(v) for k, v in opts.items()}
+        m.options = opts
         return m
 
     def to_wire(self) -> bytes:
+        chaddr = self.chaddr if len(self.chaddr) == 16 else self.chaddr.ljust(16, b"\0")[:16]
         head = _FIXED.pack(
             self.op,
             self.htype,
@@ -187,45 +196,66 @@ class Message:
             self.yiaddr,
             self.siaddr,
             self.giaddr,
-            self.chaddr.ljust(16, b"\0")[:16],
-            self.sname.ljust(64, b"\0")[:64],
-            self.file.ljust(128, b"\0")[:128],
+            chaddr,
         )
-        out = bytearray(head + MAGIC)
-        items = [(k, v) for k, v in self.options.items() if k not in (Opt.RELAY_AGENT, 0, 255)]
-        if Opt.RELAY_AGENT in self.options:
-            items.append((Opt.RELAY_AGENT, self.options[Opt.RELAY_AGENT]))
-        for code, value in items:
-            if not value:
-                out += bytes([code, 0])
-            for i in range(0, len(value), 255):
-                chunk = value[i : i + 255]
-                out += bytes([code, len(chunk)]) + chunk
-        out.append(Opt.END)
+        if self.sname == _ZERO64 and self.file == _ZERO128:
+            parts = [head, _EMPTY_SNAME_FILE_MAGIC]
+        else:
+            parts = [
+                head,
+                self.sname.ljust(64, b"\0")[:64],
+                self.file.ljust(128, b"\0")[:128],
+                MAGIC,
+            ]
+        relay = None
+        for code, value in self.options.items():
+            n = len(value)
+            if code == 82:
+                relay = value
+            elif n <= 255 and 0 < code < 255:
+                parts.append(bytes((code, n)))
+                parts.append(value)
+            elif 0 < code < 255:
+                _put(parts, code, value)
+        if relay is not None:
+            _put(parts, Opt.RELAY_AGENT, relay)  # RFC 3046 §2.1: last
+        parts.append(b"\xff")
+        out = b"".join(parts)
         if len(out) < 300:
             out += bytes(300 - len(out))
-        return bytes(out)
+        return out
 
 
-def _parse_options(data: bytes, pos: int, end: int, opts: dict[int, bytearray]) -> None:
+def _put(parts: list[bytes], code: int, value: bytes) -> None:
+    n = len(value)
+    if n <= 255:
+        parts.append(bytes((code, n)))
+        parts.append(value)
+        return
+    for i in range(0, n, 255):  # RFC 3396: split long options
+        chunk = value[i : i + 255]
+        parts.append(bytes((code, len(chunk))))
+        parts.append(chunk)
+
+
+def _parse_options(data: bytes, pos: int, end: int, opts: dict[int, bytes]) -> None:
     while pos < end:
         code = data[pos]
-        if code == Opt.PAD:
+        if code == 0:  # PAD
             pos += 1
             continue
-        if code == Opt.END:
+        if code == 255:  # END
             return
         if pos + 1 >= end:
             raise DhcpError(f"option {code} has no length byte")
         n = data[pos + 1]
-        if pos + 2 + n > end:
+        nxt = pos + 2 + n
+        if nxt > end:
             raise DhcpError(f"option {code} (length {n}) runs past the end of the message")
-        value = data[pos + 2 : pos + 2 + n]
-        if code in opts:
-            opts[code] += value  # RFC 3396: concatenate split options
-        else:
-            opts[code] = bytearray(value)
-        pos += 2 + n
+        value = data[pos + 2 : nxt]
+        old = opts.get(code)
+        opts[code] = value if old is None else old + value  # RFC 3396: concatenate
+        pos = nxt
 
 
 def parse_suboptions(raw: bytes) -> dict[int, bytes]:

@@ -63,6 +63,18 @@ class Subnet:
     def __post_init__(self) -> None:
         self.reserved = set(self.reservations.values())
         self.size = sum(b - a + 1 for a, b in self.pools)
+        # Option values, encoded once (the reply path only copies them).
+        self.opt_lease = (
+            u32(self.lease_time),
+            u32(self.lease_time // 2),
+            u32(self.lease_time * 7 // 8),
+        )
+        self.opt_mask = self.network.netmask.packed
+        self.opt_routers = ips(self.routers) if self.routers else b""
+        self.opt_dns = ips(self.dns) if self.dns else b""
+        self.opt_domain = self.domain.encode()
+        self.opt_search = domain_search(self.search) if self.search else b""
+        self.opt_server = self.server_address.packed
 
     def in_pool(self, a: int) -> bool:
         return any(lo <= a <= hi for lo, hi in self.pools)
@@ -113,15 +125,15 @@ class Dhcp4Server:
             mtype = msg.message_type
             if mtype is None:
                 return self._ignore("BOOTP without DHCP message type")
-            try:
-                name = MessageType(mtype).name
-            except ValueError:
+            name = _MTYPE_NAMES.get(mtype)
+            if name is None:
                 return self._ignore(f"message type {mtype}")
             self.stats.requests[name] += 1
             sn = self._subnet(msg, interface)
             if sn is None:
                 return self._ignore("no subnet for the link or relay")
-            msg.relay_agent()  # validates option 82 (raises DhcpError)
+            if Opt.RELAY_AGENT in msg.options:
+                msg.relay_agent()  # validates option 82 (raises DhcpError)
             return self._dispatch(msg, MessageType(mtype), sn, now, interface)
         except DhcpError:
             self.stats.malformed += 1
@@ -324,27 +336,22 @@ class Dhcp4Server:
             flags=msg.flags,
             giaddr=msg.giaddr,
             chaddr=msg.chaddr,
-            options={
-                Opt.MESSAGE_TYPE: bytes([mtype]),
-                Opt.SERVER_ID: sn.server_address.packed,
-            },
+            options={Opt.MESSAGE_TYPE: _MTYPE_BYTES[mtype], Opt.SERVER_ID: sn.opt_server},
         )
 
     def _config_options(self, msg: Message, sn: Subnet, r: Message, lease: bool) -> None:
         o = r.options
         if lease:
-            o[Opt.LEASE_TIME] = u32(sn.lease_time)
-            o[Opt.RENEWAL_TIME] = u32(sn.lease_time // 2)
-            o[Opt.REBINDING_TIME] = u32(sn.lease_time * 7 // 8)
-        o[Opt.SUBNET_MASK] = sn.network.netmask.packed
-        if sn.routers:
-            o[Opt.ROUTER] = ips(sn.routers)
-        if sn.dns:
-            o[Opt.DNS] = ips(sn.dns)
-        if sn.domain:
-            o[Opt.DOMAIN_NAME] = sn.domain.encode()
-        if sn.search and Opt.DOMAIN_SEARCH in msg.param_requests():
-            o[Opt.DOMAIN_SEARCH] = domain_search(sn.search)
+            o[Opt.LEASE_TIME], o[Opt.RENEWAL_TIME], o[Opt.REBINDING_TIME] = sn.opt_lease
+        o[Opt.SUBNET_MASK] = sn.opt_mask
+        if sn.opt_routers:
+            o[Opt.ROUTER] = sn.opt_routers
+        if sn.opt_dns:
+            o[Opt.DNS] = sn.opt_dns
+        if sn.opt_domain:
+            o[Opt.DOMAIN_NAME] = sn.opt_domain
+        if sn.opt_search and Opt.DOMAIN_SEARCH in msg.param_requests():
+            o[Opt.DOMAIN_SEARCH] = sn.opt_search
         self._echo_relay(msg, r)
 
     def _echo_relay(self, msg: Message, r: Message) -> None:
@@ -356,9 +363,9 @@ class Dhcp4Server:
         if msg.giaddr != ZERO4:
             if nak:
                 r.flags |= FLAG_BROADCAST  # RFC 2131 §4.3.2: relay broadcasts a NAK
-            return Reply(r, str(ipaddress.IPv4Address(msg.giaddr)), SERVER_PORT, None, False)
+            return Reply(r, _ntoa(msg.giaddr), SERVER_PORT, None, False)
         if not nak and msg.ciaddr != ZERO4:
-            return Reply(r, str(ipaddress.IPv4Address(msg.ciaddr)), CLIENT_PORT, iface, False)
+            return Reply(r, _ntoa(msg.ciaddr), CLIENT_PORT, iface, False)
         return Reply(r, BROADCAST, CLIENT_PORT, iface, True)
 
     # -- allocation -------------------------------------------------------------------
@@ -404,6 +411,14 @@ class Dhcp4Server:
             used = self.table.count(s.name, now)
             out[s.name] = (used, max(0, s.size - used))
         return out
+
+
+_MTYPE_BYTES = {t: bytes([t]) for t in MessageType}
+_MTYPE_NAMES = {int(t): t.name for t in MessageType}
+
+
+def _ntoa(b: bytes) -> str:
+    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
 
 
 def _nth(pools: list[tuple[int, int]], i: int) -> int:

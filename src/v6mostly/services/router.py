@@ -198,6 +198,7 @@ class Dhcp4Service:
         self.server = server
         self.port = port
         self.sock: socket.socket | None = None
+        self.names: dict[int, str] = {}
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -210,26 +211,43 @@ class Dhcp4Service:
         loop.add_reader(s.fileno(), self._readable)
 
     def _readable(self) -> None:
+        """Read a burst of datagrams, decide them in one lease transaction (group
+        commit: on disk before any of their replies leaves), then send the replies."""
         assert self.sock is not None
+        batch: list[tuple[bytes, int]] = []
         for _ in range(64):
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 log.warning("dhcp4: receive failed: %s", e)
-                return
+                break
             ifindex = 0
             for level, kind, cdata in anc:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 4:
                     ifindex = struct.unpack_from("=i", cdata)[0]
+            batch.append((data, ifindex))
+        if not batch:
+            return
+        now = time.time()
+        replies: list[tuple[Reply, int]] = []
+        with self.server.table.transaction():
+            for data, ifindex in batch:
+                reply = self.server.handle(data, now, self._ifname(ifindex))
+                if reply is not None:
+                    replies.append((reply, ifindex))
+        for reply, ifindex in replies:
+            self._send(reply, ifindex)
+
+    def _ifname(self, ifindex: int) -> str | None:
+        name = self.names.get(ifindex)
+        if name is None and ifindex:
             try:
-                ifname = socket.if_indextoname(ifindex) if ifindex else None
+                name = self.names[ifindex] = socket.if_indextoname(ifindex)
             except OSError:
-                ifname = None
-            reply = self.server.handle(data, time.time(), ifname)
-            if reply is not None:
-                self._send(reply, ifindex)
+                return None
+        return name
 
     def _send(self, reply: Reply, ifindex: int) -> None:
         assert self.sock is not None
