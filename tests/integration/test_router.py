@@ -60,6 +60,7 @@ lease_db = "{dir}/leases.sqlite"
 [dns]
 listen = ["2001:db8:1::1", "198.51.100.1"]
 allow = ["2001:db8:1::/64", "198.51.100.0/24"]
+{dns_extra}
 
 [metrics]
 listen = "127.0.0.1:9466"
@@ -158,9 +159,15 @@ def _cleanup(site: Site) -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-def make_site(tmp_path: Path, lease_time: int = 3600, client_mac: str | None = None) -> Site:
+def site_text(tmp_path: Path, lease_time: int = 3600, dns_extra: str = "") -> str:
+    return SITE.format(dir=tmp_path, lease_time=lease_time, dns_extra=dns_extra)
+
+
+def make_site(
+    tmp_path: Path, lease_time: int = 3600, client_mac: str | None = None, dns_extra: str = ""
+) -> Site:
     s = Site(os.urandom(3).hex(), tmp_path)
-    (tmp_path / "site.toml").write_text(SITE.format(dir=tmp_path, lease_time=lease_time))
+    (tmp_path / "site.toml").write_text(site_text(tmp_path, lease_time, dns_extra))
     for ns in (s.rtr, s.cl):
         subprocess.run(["ip", "netns", "add", ns], check=True)
         s.run(ns, "ip", "link", "set", "lo", "up")
@@ -406,7 +413,7 @@ def test_leases_survive_kill_9(tmp_path: Path) -> None:
 
 
 def test_router_dry_run_and_config_error(tmp_path: Path) -> None:
-    (tmp_path / "site.toml").write_text(SITE.format(dir=tmp_path, lease_time=3600))
+    (tmp_path / "site.toml").write_text(site_text(tmp_path))
     r = subprocess.run(
         [
             sys.executable,
@@ -437,3 +444,107 @@ def test_router_dry_run_and_config_error(tmp_path: Path) -> None:
         f'v6mostly: error: {tmp_path}/bad.toml: [interface "lan0" dhcp4] v6only_wait = 30: '
         "RFC 8925 §3.4: at least MIN_V6ONLY_WAIT (300 s)"
     )
+
+
+def _capture_ras(site: Site, seconds: int, during: object = None) -> list[list[str]]:
+    pcap = site.dir / f"ra-{time.monotonic_ns()}.pcap"
+    cap = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            site.cl,
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            f"duration:{seconds}",
+            "-f",
+            "icmp6",
+            "-w",
+            str(pcap),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.5)
+    if callable(during):
+        during()
+    cap.wait(seconds + 20)
+    r = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-Y",
+            "icmpv6.type == 134",
+            "-T",
+            "fields",
+            "-e",
+            "icmpv6.opt.pref64.prefix",
+            "-e",
+            "icmpv6.opt.pref64.scaled_lifetime",
+            "-e",
+            "icmpv6.nd.ra.router_lifetime",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [ln.split("\t") for ln in r.stdout.splitlines() if ln.strip()]
+
+
+def test_sighup_withdraws_the_old_pref64_and_stop_sends_lifetime_zero(site: Site) -> None:
+    conf = site.dir / "site.toml"
+    conf.write_text(
+        conf.read_text().replace('pref64 = "2001:db8:64::/96"', 'pref64 = "2001:db8:65::/96"')
+    )
+    assert site.router is not None
+    rows = _capture_ras(site, 8, lambda: os.kill(site.router.pid, signal.SIGHUP))  # type: ignore[union-attr]
+    seen = [(r[0], r[1]) for r in rows]
+    # the withdrawn prefix with lifetime 0 next to the new one (tshark joins them with ",")
+    assert any(p == "2001:db8:65::,2001:db8:64::" and lt.endswith(",0") for p, lt in seen), seen
+    assert "SIGHUP: configuration reloaded" in site.log()
+    rows = _capture_ras(site, 4, lambda: site.router.terminate())  # type: ignore[union-attr]
+    assert rows and rows[-1][2] == "0", rows  # the final RA: router lifetime 0
+
+
+def test_dns_forwarding_and_dns64_with_a_real_upstream(tmp_path: Path) -> None:
+    require_root()
+    s = make_site(tmp_path, dns_extra='upstream = "127.0.0.1"\ndns64 = true')
+    try:
+        up = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                s.rtr,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                f"--pid-file={tmp_path}/dnsmasq.pid",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--local=/example.net/",
+                "--host-record=v4only.example.net,203.0.113.7",
+                "--host-record=dual.example.net,203.0.113.8,2001:db8:2::8",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        s.start_router()
+        assert wait_for(lambda: "2001:db8:1:0:" in s.run(s.cl, "ip", "-6", "addr").stdout, 15)
+        dig = ["dig", "+short", "+time=2", "@2001:db8:1::1"]
+        assert s.run(s.cl, *dig, "v4only.example.net", "A").stdout.split() == ["203.0.113.7"]
+        assert s.run(s.cl, *dig, "v4only.example.net", "AAAA").stdout.split() == [
+            "2001:db8:64::cb00:7107"
+        ]
+        assert s.run(s.cl, *dig, "dual.example.net", "AAAA").stdout.split() == ["2001:db8:2::8"]
+        up.kill()
+        up.wait()
+    finally:
+        _cleanup(s)
