@@ -430,9 +430,7 @@ def test_router_dry_run_and_config_error(tmp_path: Path) -> None:
     assert r.returncode == 0
     assert "PREF64 2001:db8:64::/96 lifetime 600 s (scaled 75)" in r.stdout
     assert "option 108 (V6ONLY_WAIT 300 s)" in r.stdout
-    bad = SITE.format(dir=tmp_path, lease_time=3600).replace(
-        "v6only_wait = 300", "v6only_wait = 30"
-    )
+    bad = site_text(tmp_path).replace("v6only_wait = 300", "v6only_wait = 30")
     (tmp_path / "bad.toml").write_text(bad)
     r = subprocess.run(
         [sys.executable, "-m", "v6mostly", "router", "--config", str(tmp_path / "bad.toml")],
