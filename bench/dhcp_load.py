@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from v6mostly.lab.topology import ns_cpu_seconds
+
 GEN_ADDR = "198.51.100.2"
 SRV_ADDR = "198.51.100.1"
 MAGIC = b"\x63\x82\x53\x63"
@@ -197,22 +199,6 @@ KEA = {
         ],
     }
 }
-
-
-def ns_cpu_seconds(ns: str) -> float:
-    """user+sys of every process in a namespace (the server under test)."""
-    pids = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True
-    ).stdout.split()
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_one(kind: str, seconds: float, window: int) -> dict[str, float]:

@@ -26,12 +26,18 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
-from v6mostly.lab.topology import SERVER6_NATIVE, Lab, LabConfig, running_lab, server6
+from v6mostly.lab.topology import (
+    SERVER6_NATIVE,
+    Lab,
+    LabConfig,
+    ns_cpu_seconds,
+    running_lab,
+    server6,
+)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -54,18 +60,7 @@ def target(lab: Lab) -> str:
 
 def cpu_seconds(lab: Lab) -> float:
     """user+sys of all processes in the plat namespace (the translator and its workers)."""
-    r = subprocess.run(
-        ["ip", "netns", "pids", lab.ns("plat")], capture_output=True, text=True, check=False
-    )
-    total = 0
-    for tok in r.stdout.split():
-        try:
-            with open(f"/proc/{tok}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / CLK_TCK
+    return ns_cpu_seconds(lab.ns("plat"))
 
 
 def tun_rx_packets(lab: Lab) -> int:

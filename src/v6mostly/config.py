@@ -374,12 +374,18 @@ def load(path: str, plat: bool) -> Settings:
     table = rt.integer("table", 0, 0, 0xFFFFFFFF)
     manage = rt.get("routes", bool, plat)
     rt.finish()
+    listen = parse_metrics(path, data)
+    return Settings(path, tun, translator, napt, table, listen, manage)
+
+
+def parse_metrics(path: str, data: dict[str, Any]) -> str:
+    """The ``[metrics] listen = "ADDR:PORT"`` of any of our files ("" = no endpoint)."""
     m = _section(path, data, "metrics")
-    listen = m.get("listen", str, "")
+    listen: str = m.get("listen", str, "")
     if listen:
         parse_listen(m, listen)
     m.finish()
-    return Settings(path, tun, translator, napt, table, listen, manage)
+    return listen
 
 
 def parse_listen(r: _Reader, text: str) -> tuple[str, int]:

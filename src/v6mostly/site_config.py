@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addr.rfc6052 import parse_prefix, validate_pref64
-from .config import _network, _Reader, _section, parse_listen, read_toml
+from .config import _network, _Reader, _section, parse_metrics, read_toml
 from .dhcp4.policy import MIN_V6ONLY_WAIT, ClientClass, TextMatch
 from .errors import AddressError, ConfigError
 from .ra.options import PLC_OF_LENGTH, PREF, PREF64_MAX_LIFETIME
@@ -389,9 +389,5 @@ def load_site(path: str) -> SiteConfig:
         if not dns_cfg.listen:
             raise r.fail("listen", [], "expected at least one address to listen on")
         r.finish()
-    m = _section(path, data, "metrics")
-    listen = m.get("listen", str, "")
-    if listen:
-        parse_listen(m, listen)
-    m.finish()
+    listen = parse_metrics(path, data)
     return SiteConfig(path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen)

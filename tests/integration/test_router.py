@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.lab_helpers import require_root, wait_for
+from v6mostly.lab.topology import dnsmasq_argv
 
 pytestmark = pytest.mark.integration
 
@@ -512,25 +513,14 @@ def test_dns_forwarding_and_dns64_with_a_real_upstream(tmp_path: Path) -> None:
     require_root()
     s = make_site(tmp_path, dns_extra='upstream = "127.0.0.1"\ndns64 = true')
     try:
+        argv = dnsmasq_argv(
+            f"{tmp_path}/dnsmasq.pid",
+            "127.0.0.1",
+            ["v4only.example.net,203.0.113.7", "dual.example.net,203.0.113.8,2001:db8:2::8"],
+            local="example.net",  # NODATA, not REFUSED, for the AAAA of a v4-only name
+        )
         up = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                s.rtr,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                f"--pid-file={tmp_path}/dnsmasq.pid",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--local=/example.net/",
-                "--host-record=v4only.example.net,203.0.113.7",
-                "--host-record=dual.example.net,203.0.113.8,2001:db8:2::8",
-            ],
+            ["ip", "netns", "exec", s.rtr, *argv],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ..errors import V6mostlyError
+from ..wire.dnsname import encode_names
 
 
 class DhcpError(V6mostlyError):
@@ -300,12 +301,7 @@ def from_ips(value: bytes) -> list[ipaddress.IPv4Address]:
 
 def domain_search(names: list[str]) -> bytes:
     """RFC 3397 option 119 (no compression)."""
-    out = bytearray()
-    for name in names:
-        for label in name.strip(".").split("."):
-            b = label.encode("idna")
-            if not 0 < len(b) < 64:
-                raise DhcpError(f"domain {name!r}: bad label")
-            out += bytes([len(b)]) + b
-        out.append(0)
-    return bytes(out)
+    try:
+        return encode_names(names)
+    except ValueError as e:
+        raise DhcpError(f"option 119: {e}") from None

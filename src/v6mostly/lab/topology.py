@@ -242,19 +242,7 @@ class Lab:
         self.spawn(
             "inet4",
             "dns",
-            [
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                f"--pid-file={self.path('dnsmasq.pid')}",
-                f"--host-record={SERVER_NAME},{SERVER4}",
-                "--bind-interfaces",
-                f"--listen-address={SERVER4}",
-                "--log-facility=-",
-            ],
+            dnsmasq_argv(self.path("dnsmasq.pid"), SERVER4, [f"{SERVER_NAME},{SERVER4}"]),
         )
 
     def plat_config(self) -> str:
@@ -403,6 +391,39 @@ _SCRAPE = (
     "except OSError as e:\n"
     "    sys.exit(str(e))\n"
 )
+
+
+def ns_cpu_seconds(ns: str) -> float:
+    """user+sys CPU seconds of every process in namespace ``ns`` (benchmarks)."""
+    r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    ticks = 0
+    for tok in r.stdout.split():
+        try:
+            with open(f"/proc/{tok}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def dnsmasq_argv(pid_file: str, listen: str, records: list[str], local: str = "") -> list[str]:
+    """A dnsmasq that answers only its own host records (no /etc files, no upstream)."""
+    argv = [
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        f"--pid-file={pid_file}",
+        "--bind-interfaces",
+        f"--listen-address={listen}",
+        "--log-facility=-",
+    ]
+    if local:
+        argv.append(f"--local=/{local}/")
+    return argv + [f"--host-record={r}" for r in records]
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..errors import V6mostlyError
+from ..wire.dnsname import decode_names, encode_names
 
 ND_ROUTER_SOLICIT = 133
 ND_ROUTER_ADVERT = 134
@@ -227,34 +228,17 @@ def _opt(code: int, body: bytes) -> bytes:
 
 
 def _names(names: list[str]) -> bytes:
-    out = bytearray()
-    for name in names:
-        for label in name.strip(".").split("."):
-            b = label.encode("idna")
-            if not 0 < len(b) < 64:
-                raise RaError(f"DNSSL: bad domain {name!r}")
-            out += bytes([len(b)]) + b
-        out.append(0)
-    return bytes(out)
+    try:
+        return encode_names(names)
+    except ValueError as e:
+        raise RaError(f"DNSSL: {e}") from None
 
 
 def _parse_names(raw: bytes) -> list[str]:
-    names: list[str] = []
-    labels: list[str] = []
-    i = 0
-    while i < len(raw):
-        n = raw[i]
-        if n == 0:
-            if labels:
-                names.append(".".join(labels))
-                labels = []
-            i += 1
-            continue
-        if n > 63 or i + 1 + n > len(raw):
-            raise RaError("DNSSL: malformed name")
-        labels.append(raw[i + 1 : i + 1 + n].decode("ascii", "replace"))
-        i += 1 + n
-    return names
+    try:
+        return decode_names(raw)
+    except ValueError as e:
+        raise RaError(f"DNSSL: {e}") from None
 
 
 def router_solicit_ok(data: bytes) -> bool:

@@ -145,15 +145,16 @@ def handle_vnet_packet(
     end = hpos + n
     if n < H + 1:
         return []
-    if buf[hpos + 1]:  # a GSO super-packet: count it and the segments it carries
-        _f, _t, hl, gso_size, _cs, _co = _unpack_hdr(buf, hpos)
+    fields = _unpack_hdr(buf, hpos)
+    if fields[1]:  # a GSO super-packet: count it and the segments it carries
+        hl, gso_size = fields[2], fields[3]
         w[W_GSO] += 1
         if gso_size:
             w[W_SEGS] += max(1, -(-(end - start - hl) // gso_size))
-    fast = _vnet_fast(xl, buf, n)
+    fast = _vnet_fast(xl, buf, n, fields)
     if fast is not None:
         return fast
-    hdr = vnet.VnetHeader.from_wire(buf, hpos)
+    hdr = vnet.VnetHeader(*fields)
     out: list[bytes | bytearray | memoryview] = []
     try:
         if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
@@ -199,7 +200,7 @@ _pack_hdr = vnet.HDR.pack_into
 
 
 def _vnet_fast(
-    xl: Translator, buf: bytearray, n: int
+    xl: Translator, buf: bytearray, n: int, fields: tuple[int, int, int, int, int, int]
 ) -> list[bytes | bytearray | memoryview] | None:
     """The common partial-checksum case without allocations (``None``: not applicable).
 
@@ -210,7 +211,7 @@ def _vnet_fast(
     """
     start = HEADROOM + 10
     end = HEADROOM + n
-    flags, gso_type, hdr_len, gso_size, cs, co = _unpack_hdr(buf, HEADROOM)
+    flags, gso_type, hdr_len, gso_size, cs, co = fields
     if flags != vnet.F_NEEDS_CSUM or n < 50:
         return None
     v = buf[start] >> 4
