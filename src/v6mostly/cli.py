@@ -68,6 +68,26 @@ def cmd_pref64_neutral(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pref64_discover(args: argparse.Namespace) -> int:
+    from .services.discover import from_ipv4only_arpa, from_router_advertisements
+
+    found = []
+    if not args.dns_only:
+        try:
+            found = from_router_advertisements(args.interface, args.timeout)
+        except OSError as e:
+            raise V6mostlyError(f"interface {args.interface}: {e.strerror}") from None
+    if not found:
+        found = from_ipv4only_arpa(args.dns, args.timeout)
+    if not found:
+        print(f"no Pref64 found on {args.interface} (no PREF64 in RAs, no ipv4only.arpa answer)")
+        return 1
+    for f in found:
+        life = f" lifetime {f.lifetime} s" if f.lifetime is not None else ""
+        print(f"{f.prefix}{life} ({f.source})")
+    return 0
+
+
 def _config_from_args(args: argparse.Namespace) -> TranslatorConfig:
     eam: list[tuple[str, str]] = []
     for item in args.eam or []:
@@ -273,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("prefix")
     n.add_argument("--length", type=int, choices=(32, 96), help="target prefix length")
     n.set_defaults(func=cmd_pref64_neutral)
+
+    dv = pfs.add_parser("discover", help="learn the network's Pref64 (RFC 8781 RA, RFC 7050)")
+    dv.add_argument("--interface", required=True, help="send an RS and read PREF64 from RAs here")
+    dv.add_argument("--timeout", type=float, default=3.0)
+    dv.add_argument("--dns", help="resolver for the ipv4only.arpa fallback (default: system)")
+    dv.add_argument("--dns-only", action="store_true", help="skip RAs; ask ipv4only.arpa only")
+    dv.set_defaults(func=cmd_pref64_discover)
 
     t = sub.add_parser("translate", help="translate the packets of a pcap file")
     t.add_argument("input")

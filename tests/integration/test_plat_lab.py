@@ -351,3 +351,19 @@ def test_failed_build_cleans_up() -> None:
         lab.up()
     assert namespaces(lab.id) == []
     assert not os.path.exists(lab.dir)
+
+
+def test_client_learns_pref64_from_ra_and_from_ipv4only_arpa(lab: Lab) -> None:
+    """The lab's router (RFC 8781 PREF64 in RAs; RFC 7050 via its DNS) as a host sees it."""
+    import sys
+
+    base = [sys.executable, "-m", "v6mostly", "pref64", "discover", "--interface", "eth0"]
+    r = lab.exec("client6", base)
+    assert r.stdout.startswith("2001:db8:64::/96 lifetime 32 s (RA from fe80::")
+    r = lab.exec("client6", [*base, "--dns-only", "--dns", "2001:db8:1::1"])
+    assert r.stdout.strip() == "2001:db8:64::/96 (ipv4only.arpa via 2001:db8:1::1)"
+
+
+def test_dns64_name_reaches_the_ipv4_only_server(lab: Lab) -> None:
+    r = lab.exec("client6", ["curl", "-sS", "-m", "5", "http://www.example.net/"])
+    assert r.stdout == "hello from the IPv4-only Internet\n"

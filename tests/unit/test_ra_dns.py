@@ -233,3 +233,21 @@ def test_ra_parser_fuzz_raises_only_raerror() -> None:
         b = b[: rng.randrange(len(b) + 1)]
         with contextlib.suppress(RaError):
             RouterAdvert.from_wire(bytes(b))
+
+
+@pytest.mark.parametrize("n", [32, 40, 48, 56, 64, 96])
+def test_rfc7050_finds_the_well_known_address_at_every_length(n: int) -> None:
+    from v6mostly.addr.rfc6052 import Pref64 as P64
+    from v6mostly.services.discover import WKA, _embedded_at
+
+    prefix = {
+        32: "2001:db8::/32",
+        40: "2001:db8:100::/40",
+        48: "2001:db8:122::/48",
+        56: "2001:db8:122:300::/56",
+        64: "2001:db8:122:344::/64",
+        96: "64:ff9b::/96",
+    }[n]
+    a = P64(prefix).embed_unchecked(WKA[0])
+    assert _embedded_at(a, n) == WKA[0]
+    assert all(_embedded_at(a, m) != WKA[0] for m in (32, 40, 48, 56, 64, 96) if m != n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 from .topology import (
     CLIENT_NET,
@@ -32,6 +33,33 @@ def _iperf(lab: Lab, reverse: bool, seconds: int = 3) -> float:
     return float(data["end"]["sum_received"]["bits_per_second"])
 
 
+DHCPCD_CONF = "option ipv6_only_preferred\\nnoipv6rs\\nnoipv6\\n"
+
+
+def _show_control_plane(lab: Lab) -> None:
+    """What the router tells the IPv6-only client, as the client sees it."""
+    r = lab.exec(
+        "client6",
+        [sys.executable, "-m", "v6mostly", "pref64", "discover", "--interface", "eth0"],
+        check=False,
+    )
+    print(f"RA      PREF64 learned by the client (RFC 8781): {r.stdout.strip()}")
+    # dhcpcd in a private mount namespace: its lease and run files never touch the host's.
+    script = (
+        "mount -t tmpfs none /run && mount -t tmpfs none /var/lib/dhcpcd && "
+        f"printf '{DHCPCD_CONF}' > /var/lib/dhcpcd/dhcpcd.conf && "
+        "exec timeout 8 dhcpcd -B -d -4 -f /var/lib/dhcpcd/dhcpcd.conf -c /bin/true eth0"
+    )
+    r = lab.exec("client6", ["sh", "-c", script], check=False, timeout=20)
+    line = next(
+        (x for x in r.stdout.splitlines() + r.stderr.splitlines() if "IPv6-Only Preferred" in x),
+        "no option 108 seen",
+    )
+    print(f"DHCPv4  dhcpcd: {line.split(': ', 1)[-1].strip()}: no IPv4 address configured")
+    r = lab.exec("client6", ["dig", "+short", "+time=2", "www.example.net", "AAAA"], check=False)
+    print(f"DNS64   www.example.net AAAA from the router's DNS -> {r.stdout.strip()}")
+
+
 def _m(metrics: dict[str, float], name: str) -> int:
     return int(sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{")))
 
@@ -44,6 +72,8 @@ def run_demo(offload: bool = True, queues: int = 0) -> int:
     cfg = LabConfig(offload=offload, queues=queues)
     with running_lab(cfg) as lab:
         print(f"lab {lab.id} up; the server is {server6()} from the client's side")
+        if cfg.router:
+            _show_control_plane(lab)
         r = lab.exec("client6", ["ping", "-c", "5", "-i", "0.2", server6()])
         rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", r.stdout)
         loss = re.search(r"(\d+)% packet loss", r.stdout)
@@ -51,12 +81,10 @@ def run_demo(offload: bool = True, queues: int = 0) -> int:
             f"ping    {server6()}: {loss.group(1) if loss else '?'}% loss, "
             f"rtt avg {rtt.group(2) if rtt else '?'} ms"
         )
-        r = lab.exec(
-            "client6",
-            ["curl", "-sS", "-w", "\n%{http_code} %{time_total}", f"http://[{server6()}]/"],
-        )
+        url = "http://www.example.net/" if cfg.router else f"http://[{server6()}]/"
+        r = lab.exec("client6", ["curl", "-sS", "-w", "\n%{http_code} %{time_total}", url])
         body, _, tail = r.stdout.rpartition("\n")
-        print(f"curl    http://[{server6()}]/ -> HTTP {tail.split()[0]}: {body.strip()!r}")
+        print(f"curl    {url} -> HTTP {tail.split()[0]}: {body.strip()!r}")
         r = lab.exec(
             "client6",
             ["dig", "+short", "+time=2", f"@{server6()}", "www.example.net", "A"],

@@ -59,6 +59,8 @@ XLAT6 = "2001:db8:46::fffe"
 XLAT4 = "198.51.100.254"
 SERVER_NAME = "www.example.net"
 METRICS = "127.0.0.1:9464"
+ROUTER_METRICS = "127.0.0.1:9466"
+LAN4_ROUTER = "192.0.2.1"  # the client link's IPv4 (legacy clients), inside the lab only
 
 
 def server6() -> str:
@@ -95,6 +97,10 @@ class LabConfig:
     #: that every checksum is really verified (a veth trusts offloaded ones).
     verify_checksums: bool = True
     metrics: bool = True
+    #: Run ``v6mostly router`` on the client link: RAs with PIO and PREF64, DHCPv4
+    #: with option 108 (192.0.2.0/24 for legacy clients), DNS with ipv4only.arpa
+    #: and DNS64 (upstream: the IPv4-only Internet's DNS server).
+    router: bool = True
     #: RPS on the translator's TUN (v6mostly's default; applied to tayga's TUN too when set).
     rps: bool = True
 
@@ -186,6 +192,8 @@ class Lab:
             c6 = ipr.link_lookup(ifname="c6")[0]
             i4 = ipr.link_lookup(ifname="i4")[0]
             ipr.addr("add", index=c6, address=PLAT_V6, prefixlen=64)
+            if cfg.router:
+                ipr.addr("add", index=c6, address=LAN4_ROUTER, prefixlen=24)
             ipr.addr("add", index=i4, address=PLAT_V4, prefixlen=24)
             if cfg.translator == "none":
                 ipr.addr("add", index=i4, address="2001:db8:2::1", prefixlen=64)
@@ -198,6 +206,13 @@ class Lab:
             ipr.addr("add", index=e, address=CLIENT_B, prefixlen=64)
             ipr.link("set", index=e, state="up")
             ipr.route("add", dst="::/0", gateway=PLAT_V6, oif=e)
+        if cfg.router:
+            # The client listens to our RAs (SLAAC, PREF64, RDNSS) and resolves through
+            # the router's DNS: /etc/netns/NAME/ is what `ip netns exec` mounts over /etc.
+            self.exec("client6", ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1"])
+            os.makedirs(self.etc_dir, exist_ok=True)
+            with open(os.path.join(self.etc_dir, "resolv.conf"), "w") as f:
+                f.write(f"nameserver {PLAT_V6}\n")
         with IPRoute(netns=self.ns("inet4")) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             e = ipr.link_lookup(ifname="eth0")[0]
@@ -214,6 +229,8 @@ class Lab:
             self.exec("plat", ["ethtool", "-K", "c6", "tx", "off"])
             self.exec("plat", ["ethtool", "-K", "i4", "tx", "off"])
         self._start_servers()
+        if cfg.router:
+            self._start_router()
         if cfg.translator == "v6mostly":
             self._start_v6mostly()
         elif cfg.translator == "tayga":
@@ -242,13 +259,61 @@ class Lab:
         self.spawn(
             "inet4",
             "dns",
-            dnsmasq_argv(self.path("dnsmasq.pid"), SERVER4, [f"{SERVER_NAME},{SERVER4}"]),
+            dnsmasq_argv(
+                self.path("dnsmasq.pid"), SERVER4, [f"{SERVER_NAME},{SERVER4}"], local="example.net"
+            ),
         )
 
-    def plat_config(self) -> str:
+    @property
+    def etc_dir(self) -> str:
+        return f"/etc/netns/{self.ns('client6')}"
+
+    def site_config(self) -> str:
+        return f"""# v6mostly lab {self.id}: the router (what the network tells its clients)
+[site]
+pref64 = "{PREF64}"
+
+[[interface]]
+name = "c6"
+prefixes = ["{CLIENT_NET}"]
+rdnss = ["{PLAT_V6}"]
+dnssl = ["example.net"]
+max_interval = 10
+
+[interface.dhcp4]
+subnet = "192.0.2.0/24"
+pool = ["192.0.2.100-192.0.2.199"]
+routers = ["{LAN4_ROUTER}"]
+dns = ["{LAN4_ROUTER}"]
+v6only = true
+v6only_wait = 300
+
+[dhcp4]
+lease_db = "{self.path("leases.sqlite")}"
+
+[dns]
+listen = ["{PLAT_V6}"]
+allow = ["{CLIENT_NET}", "192.0.2.0/24"]
+upstream = "{SERVER4}"
+dns64 = true
+
+[metrics]
+listen = "{ROUTER_METRICS}"
+"""
+
+    def _start_router(self) -> None:
+        conf = self.path("site.toml")
+        with open(conf, "w") as f:
+            f.write(self.site_config())
+        self.spawn("plat", "router", [sys.executable, "-m", "v6mostly", "router", "--config", conf])
+
+    def plat_config(self, site: str | None = None) -> str:
+        """The PLAT's file; with ``site`` the Pref64 comes from the site file (written once)."""
         cfg = self.config
+        head = f'site = "{site}"\n' if site else ""
+        pool6 = "" if site else f'pool6 = "{PREF64}"\n'
         return f"""# v6mostly lab {self.id}: the PLAT
-[tun]
+{head}[tun]
 name = "nat64"
 queues = {cfg.queues}
 offload = {str(cfg.offload).lower()}
@@ -257,8 +322,7 @@ txqueuelen = 10000
 rps = {str(cfg.rps).lower()}
 
 [translator]
-pool6 = "{PREF64}"
-ipv4_address = "{XLAT4}"
+{pool6}ipv4_address = "{XLAT4}"
 ipv6_address = "{XLAT6}"
 eam = [{{ ipv6 = "{OUTER6}/128", ipv4 = "{OUTER4}/32" }}]
 
@@ -274,7 +338,7 @@ listen = "{METRICS if cfg.metrics else ""}"
     def _start_v6mostly(self) -> None:
         conf = self.path("plat.toml")
         with open(conf, "w") as f:
-            f.write(self.plat_config())
+            f.write(self.plat_config(self.path("site.toml") if self.config.router else None))
         self.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", "plat", "--config", conf])
 
     def _start_tayga(self) -> None:
@@ -522,6 +586,10 @@ def destroy(lab_id: str) -> list[str]:
             netns.remove(ns)
             removed.append(ns)
     shutil.rmtree(os.path.join(RUN_DIR, lab_id), ignore_errors=True)
+    for node in NODES:
+        shutil.rmtree(f"/etc/netns/{PREFIX}{lab_id}-{node}", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir("/etc/netns")  # only when empty: it was ours
     return removed
 
 
