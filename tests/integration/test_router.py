@@ -321,51 +321,13 @@ def test_opt_out_class_client_asking_for_108_gets_a_lease(tmp_path: Path) -> Non
 
 
 def test_ra_pref64_decoded_by_tshark_and_slaac_default_route(site: Site) -> None:
-    pcap = site.dir / "ra.pcap"
-    cap = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            site.cl,
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:8",
-            "-f",
-            "icmp6",
-            "-w",
-            str(pcap),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    fields = (
+        "icmpv6.opt.pref64.prefix",
+        "icmpv6.opt.pref64.plc",
+        "icmpv6.opt.pref64.scaled_lifetime",
+        "icmpv6.opt.prefix",
     )
-    cap.wait(20)
-    r = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(pcap),
-            "-Y",
-            "icmpv6.type == 134",
-            "-T",
-            "fields",
-            "-e",
-            "icmpv6.opt.pref64.prefix",
-            "-e",
-            "icmpv6.opt.pref64.plc",
-            "-e",
-            "icmpv6.opt.pref64.scaled_lifetime",
-            "-e",
-            "icmpv6.opt.prefix",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = [ln.split("\t") for ln in r.stdout.splitlines() if ln.strip()]
+    rows = _capture_ras(site, 8, fields=fields)
     assert rows, "no RA captured"
     prefix, plc, scaled, pio = rows[0]
     assert prefix == "2001:db8:64::" and int(plc, 0) == 0 and int(scaled, 0) == 75  # 600 s / 8
@@ -445,7 +407,18 @@ def test_router_dry_run_and_config_error(tmp_path: Path) -> None:
     )
 
 
-def _capture_ras(site: Site, seconds: int, during: object = None) -> list[list[str]]:
+RA_FIELDS = (
+    "icmpv6.opt.pref64.prefix",
+    "icmpv6.opt.pref64.scaled_lifetime",
+    "icmpv6.nd.ra.router_lifetime",
+)
+
+
+def _capture_ras(
+    site: Site, seconds: int, during: object = None, fields: tuple[str, ...] = RA_FIELDS
+) -> list[list[str]]:
+    """Capture on the client for ``seconds`` (calling ``during`` meanwhile); the RAs as
+    tshark decodes them, one row of ``fields`` per RA."""
     pcap = site.dir / f"ra-{time.monotonic_ns()}.pcap"
     cap = subprocess.Popen(
         [
@@ -471,26 +444,10 @@ def _capture_ras(site: Site, seconds: int, during: object = None) -> list[list[s
     if callable(during):
         during()
     cap.wait(seconds + 20)
-    r = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(pcap),
-            "-Y",
-            "icmpv6.type == 134",
-            "-T",
-            "fields",
-            "-e",
-            "icmpv6.opt.pref64.prefix",
-            "-e",
-            "icmpv6.opt.pref64.scaled_lifetime",
-            "-e",
-            "icmpv6.nd.ra.router_lifetime",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    argv = ["tshark", "-r", str(pcap), "-Y", "icmpv6.type == 134", "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    r = subprocess.run(argv, capture_output=True, text=True, check=True)
     return [ln.split("\t") for ln in r.stdout.splitlines() if ln.strip()]
 
 

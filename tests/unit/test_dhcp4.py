@@ -140,6 +140,17 @@ def test_fuzz_never_raises_anything_but_dhcperror() -> None:
         srv.handle(bytes(b), 0.0, "lan0")  # the server never raises
 
 
+def bind(srv: Dhcp4Server, mac: bytes = MAC, addr: str = "198.51.100.10") -> None:
+    """DISCOVER then REQUEST of ``addr``: the client holds a bound lease."""
+    srv.handle(msg(MessageType.DISCOVER, mac=mac), 0.0, "lan0")
+    r = srv.handle(
+        msg(MessageType.REQUEST, mac=mac, server_id=SERVER.packed, requested_ip=ip(addr)),
+        0.0,
+        "lan0",
+    )
+    assert r is not None and r.message.message_type == MessageType.ACK
+
+
 # -- the four-way exchange ------------------------------------------------------------------
 
 
@@ -184,12 +195,7 @@ def test_offer_reserved_then_released_when_client_chose_another_server() -> None
 
 def test_request_for_someone_elses_address_is_naked() -> None:
     srv = server()
-    srv.handle(msg(MessageType.DISCOVER), 0.0, "lan0")
-    srv.handle(
-        msg(MessageType.REQUEST, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")),
-        0.0,
-        "lan0",
-    )
+    bind(srv)
     r = srv.handle(
         msg(
             MessageType.REQUEST, mac=MAC2, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")
@@ -225,12 +231,7 @@ def test_pool_exhaustion_and_expiry_on_virtual_clock() -> None:
 
 def test_init_reboot_renew_rebind_release() -> None:
     srv = server()
-    srv.handle(msg(MessageType.DISCOVER), 0.0, "lan0")
-    srv.handle(
-        msg(MessageType.REQUEST, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")),
-        0.0,
-        "lan0",
-    )
+    bind(srv)
     # INIT-REBOOT with the right address: ACK; with an address of another network: NAK
     r = srv.handle(msg(MessageType.REQUEST, requested_ip=ip("198.51.100.10")), 50.0, "lan0")
     assert r is not None and r.message.message_type == MessageType.ACK
@@ -264,12 +265,7 @@ def test_init_reboot_renew_rebind_release() -> None:
 
 def test_decline_marks_the_address_unusable() -> None:
     srv = server()
-    srv.handle(msg(MessageType.DISCOVER), 0.0, "lan0")
-    srv.handle(
-        msg(MessageType.REQUEST, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")),
-        0.0,
-        "lan0",
-    )
+    bind(srv)
     srv.handle(
         msg(MessageType.DECLINE, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")),
         1.0,
@@ -459,12 +455,7 @@ def test_rollout_is_stable_and_grows() -> None:
 def test_sqlite_leases_survive_a_restart(tmp_path: Path) -> None:
     db = str(tmp_path / "leases.sqlite")
     srv = server(SqliteStore(db))
-    srv.handle(msg(MessageType.DISCOVER), 0.0, "lan0")
-    srv.handle(
-        msg(MessageType.REQUEST, server_id=SERVER.packed, requested_ip=ip("198.51.100.10")),
-        0.0,
-        "lan0",
-    )
+    bind(srv)
     # no close(): as after kill -9
     again = server(SqliteStore(db))
     lease = again.table.at(int(ipaddress.IPv4Address("198.51.100.10")))
