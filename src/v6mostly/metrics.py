@@ -105,6 +105,20 @@ class DataplaneCollector(Collector):
             yield f
 
 
+def parse_exposition(text: str) -> dict[str, float]:
+    """Samples of a Prometheus text exposition as ``{'name{labels}': value}`` (lab, tests)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
 def napt66_sessions(outer6: list[str]) -> int | None:
     """Conntrack entries whose reply goes to one of the outer IPv6 addresses (pyroute2)."""
     try:

@@ -26,6 +26,7 @@ import pytest
 
 from tests.integration.lab_helpers import require_root, wait_for
 from v6mostly.lab.topology import dnsmasq_argv
+from v6mostly.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -122,12 +123,7 @@ class Site:
 
     def metrics(self) -> dict[str, float]:
         r = self.run(self.rtr, "curl", "-s", "http://127.0.0.1:9466/metrics", check=False)
-        out = {}
-        for line in r.stdout.splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
+        return parse_exposition(r.stdout)
 
     def client(self, script: str, name: str) -> subprocess.Popen[str]:
         """A DHCP client in the client namespace with private /run and lease dirs."""

@@ -96,6 +96,14 @@ class Pref64:
 
         The suffix and u-octet are ignored on input (be liberal in what you accept).
         """
+        v4 = self.extract_unchecked(v6)
+        if v4 is not None and self._wkp and not _is_global_v4(v4):
+            return None
+        return v4
+
+    def extract_unchecked(self, v6: bytes) -> bytes | None:
+        """RFC 6052 §2.2 layout without the §3.1 rule (the counterpart of
+        :meth:`embed_unchecked`, e.g. to find 192.0.0.170 in an ipv4only.arpa answer)."""
         head = self._head
         if v6[: len(head)] != head:
             return None
@@ -112,8 +120,6 @@ class Pref64:
             v4 = v6[6:8] + v6[9:11]
         else:
             v4 = v6[7:8] + v6[9:12]
-        if self._wkp and not _is_global_v4(v4):
-            return None
         return bytes(v4)
 
 

@@ -18,6 +18,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 
 from ..errors import V6mostlyError
 from ..wire.dnsname import encode_names
@@ -136,8 +137,10 @@ class Message:
         v = self.options.get(code)
         return v if v is not None and len(v) == 4 else None
 
+    @cached_property
     def client_key(self) -> bytes:
-        """Identity of the client: option 61 when present, else htype + chaddr (RFC 2131 §4.2)."""
+        """Identity of the client: option 61 when present, else htype + chaddr (RFC 2131 §4.2).
+        Derived once per message (the server asks for it at several steps)."""
         cid = self.options.get(Opt.CLIENT_ID)
         if cid:
             return b"\x01cid:" + cid

@@ -129,5 +129,5 @@ def in_rollout(msg: Message, percent: int) -> bool:
         return True
     if percent <= 0:
         return False
-    h = int.from_bytes(hashlib.sha256(msg.client_key()).digest()[:8], "big") % 100
+    h = int.from_bytes(hashlib.sha256(msg.client_key).digest()[:8], "big") % 100
     return h < percent

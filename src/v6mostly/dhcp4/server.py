@@ -185,7 +185,7 @@ class Dhcp4Server:
             r.options[Opt.AUTO_CONFIGURE] = b"\x00"
         self._echo_relay(msg, r)
         # The client gives up IPv4 here: an address it held is free again.
-        old = self.table.of_client(sn.name, msg.client_key())
+        old = self.table.of_client(sn.name, msg.client_key)
         if old is not None:
             self.table.remove(old.address)
         return self._send(msg, r, iface, nak=False)
@@ -197,7 +197,7 @@ class Dhcp4Server:
             self.stats.offers_v6only += 1
             self.stats.replies["OFFER"] += 1
             return self._v6only_reply(msg, sn, MessageType.OFFER, iface)
-        key = msg.client_key()
+        key = msg.client_key
         a = self._allocate(msg, sn, key, now)
         if a is None:
             return self._ignore("pool exhausted")
@@ -215,7 +215,7 @@ class Dhcp4Server:
         return self._send(msg, r, iface, nak=False)
 
     def _request(self, msg: Message, sn: Subnet, now: float, iface: str | None) -> Reply | None:
-        key = msg.client_key()
+        key = msg.client_key
         sid = msg.ip_option(Opt.SERVER_ID)
         req = msg.ip_option(Opt.REQUESTED_IP)
         ciaddr = int.from_bytes(msg.ciaddr, "big")
@@ -257,7 +257,7 @@ class Dhcp4Server:
         return self._ignore("REQUEST in no known state")
 
     def _may_have(self, msg: Message, sn: Subnet, a: int, now: float) -> bool:
-        key = msg.client_key()
+        key = msg.client_key
         if not sn.contains(a):
             return False
         lease = self.table.at(a)
@@ -277,7 +277,7 @@ class Dhcp4Server:
 
     def _ack(self, msg: Message, sn: Subnet, a: int, now: float, iface: str | None) -> Reply:
         lease = Lease(
-            a, msg.client_key(), msg.mac_text, sn.name, now + sn.lease_time, BOUND, _hostname(msg)
+            a, msg.client_key, msg.mac_text, sn.name, now + sn.lease_time, BOUND, _hostname(msg)
         )
         self.table.put(lease, persist=True)  # on disk before the client hears of it
         r = self._base(msg, sn, MessageType.ACK)
@@ -301,7 +301,7 @@ class Dhcp4Server:
             return self._ignore("DECLINE without address")
         a = int.from_bytes(req, "big")
         lease = self.table.at(a)
-        if lease is None or lease.client_key != msg.client_key():
+        if lease is None or lease.client_key != msg.client_key:
             return self._ignore("DECLINE of an address not leased to the client")
         # RFC 2131 §4.3.3: mark the address as not available (an address conflict).
         self.table.put(
@@ -313,7 +313,7 @@ class Dhcp4Server:
     def _release(self, msg: Message, sn: Subnet) -> Reply | None:
         a = int.from_bytes(msg.ciaddr, "big")
         lease = self.table.at(a)
-        if lease is None or lease.client_key != msg.client_key():
+        if lease is None or lease.client_key != msg.client_key:
             return self._ignore("RELEASE of an address not leased to the client")
         self.table.remove(a)
         return None

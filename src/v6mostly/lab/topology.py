@@ -411,17 +411,10 @@ listen = "{METRICS if cfg.metrics else ""}"
 
     def metrics(self) -> dict[str, float]:
         """The PLAT's Prometheus metrics, read from inside its namespace."""
+        from ..metrics import parse_exposition
+
         r = self.exec("plat", [sys.executable, "-c", _SCRAPE, METRICS], check=False)
-        out: dict[str, float] = {}
-        for line in r.stdout.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            k, _, v = line.rpartition(" ")
-            try:
-                out[k] = float(v)
-            except ValueError:
-                continue
-        return out
+        return parse_exposition(r.stdout)
 
     def status(self) -> str:
         lines = [

@@ -92,6 +92,16 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview, w: memoryview) -> 
         w[W_WERR] += 1
 
 
+def _read_failed(e: OSError, w: memoryview) -> None:
+    """A failed TUN read (off the hot path): retry on EAGAIN/EINTR, count the rest;
+    a descriptor that is gone ends the worker (the supervisor restarts it)."""
+    if e.errno in (errno.EAGAIN, errno.EINTR):
+        return
+    w[W_RERR] += 1
+    if e.errno in (errno.EBADF, errno.EBADFD):
+        raise e
+
+
 def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     """The worker loop without vnet headers. Returns never; exits by exception."""
     buf = bytearray(BUFSIZE)
@@ -106,11 +116,7 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
         try:
             n = readv(fd, rd)
         except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EINTR):
-                continue
-            w[W_RERR] += 1
-            if e.errno == errno.EBADFD:
-                raise
+            _read_failed(e, w)
             continue
         try:
             s, e2 = translate_into(buf, start, start + n)
@@ -309,9 +315,7 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
         try:
             n = readv(fd, rd)
         except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EINTR):
-                continue
-            w[W_RERR] += 1
+            _read_failed(e, w)
             continue
         try:
             if buf[HEADROOM] == 0 and buf[HEADROOM + 1] == 0:

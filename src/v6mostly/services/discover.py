@@ -15,11 +15,14 @@ import struct
 import time
 from dataclasses import dataclass
 
+from ..addr.rfc6052 import Pref64
+from ..dns.responder import WELL_KNOWN_V4
+from ..errors import AddressError
 from ..ra.options import RaError, RouterAdvert
 
 ICMP6_FILTER = 1
 IPV6_MULTICAST_HOPS = 18
-WKA = (b"\xc0\x00\x00\xaa", b"\xc0\x00\x00\xab")
+WKA = tuple(a.packed for a in WELL_KNOWN_V4)  # RFC 7050 §2.2: 192.0.0.170/171
 
 
 @dataclass
@@ -75,25 +78,19 @@ def from_ipv4only_arpa(server: str | None, timeout: float) -> list[Found]:
     for rd in ans:
         a = ipaddress.IPv6Address(rd.address).packed
         for n in (96, 64, 56, 48, 40, 32):
-            if _embedded_at(a, n) in WKA:
-                out.append(
-                    Found(
-                        ipaddress.IPv6Network((a[: n // 8] + bytes(16 - n // 8), n)),
-                        None,
-                        f"ipv4only.arpa via {server or 'the system resolver'}",
-                    )
-                )
+            if embedded_ipv4(a, n) in WKA:
+                net = ipaddress.IPv6Network((a, n), strict=False)
+                out.append(Found(net, None, f"ipv4only.arpa via {server or 'the system resolver'}"))
                 break
     uniq = {str(f.prefix): f for f in out}
     return list(uniq.values())
 
 
-def _embedded_at(a: bytes, n: int) -> bytes:
-    """The IPv4 address embedded at prefix length ``n`` (RFC 6052 §2.2, skipping the u-octet)."""
-    if n == 96:
-        return a[12:16]
-    if n == 64:
-        return a[9:13]
-    k = n // 8
-    head = a[k:8]
-    return (head + a[9 : 9 + 4 - len(head)])[:4]
+def embedded_ipv4(a: bytes, n: int) -> bytes | None:
+    """The IPv4 address at prefix length ``n`` of ``a`` (RFC 6052 §2.2), or None when
+    ``a`` cannot be an address under a Pref64::/n (e.g. a non-zero u-octet at /96)."""
+    try:
+        p = Pref64(ipaddress.IPv6Network((a, n), strict=False))
+    except AddressError:
+        return None
+    return p.extract_unchecked(a)
