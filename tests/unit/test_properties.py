@@ -22,8 +22,11 @@ def translator() -> Translator:
     )
 
 
-v4_remote = st.integers(min_value=0x01000001, max_value=0xDFFFFFFE).map(
-    lambda n: str(ipaddress.IPv4Address(n))
+# Unicast, forwardable remotes: 127/8 and 169.254/16 are never translated (issue 8).
+v4_remote = (
+    st.integers(min_value=0x01000001, max_value=0xDFFFFFFE)
+    .filter(lambda n: n >> 24 != 127 and n >> 16 != 0xA9FE)
+    .map(lambda n: str(ipaddress.IPv4Address(n)))
 )
 v4_client = st.integers(min_value=1, max_value=254).map(lambda n: f"203.0.113.{n}")
 payloads = st.binary(min_size=0, max_size=600)

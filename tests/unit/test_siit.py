@@ -446,7 +446,8 @@ def test_translate_into_in_place() -> None:
 
 def test_slow_and_drop_codes() -> None:
     xl = make()
-    pkt = raw(IPv6(src=C6, dst="2001:db8:dead::1") / UDP(sport=1, dport=2))
+    # RFC 7915 §5.4: no error about an ICMPv6 message, so a plain drop.
+    pkt = raw(IPv6(src=C6, dst="2001:db8:dead::1") / ICMPv6EchoRequest())
     buf = bytearray(HEADROOM) + pkt
     assert xl.translate_into(buf, HEADROOM, len(buf)) == (DROPPED, Drop.UNTRANSLATABLE_DESTINATION)
     pkt = raw(IPv6(src=C6, dst=S6, hlim=1) / UDP(sport=1, dport=2))

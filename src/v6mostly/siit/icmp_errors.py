@@ -19,7 +19,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from ..addr.special import v4_not_forwardable, v6_illegal_source
 from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta
+from .headers import walk_extensions
 from .tables import (
     ICMPV4_ERRORS,
     V4_TO_V6_POINTER,
@@ -29,7 +31,7 @@ from .tables import (
     plateau_below,
 )
 from .transport import echo_4to6, echo_6to4, update_tcp_udp
-from .verdict import DIR_4TO6, DIR_6TO4, P_ICMP, SLOW, Drop
+from .verdict import DIR_4TO6, DIR_6TO4, P_ICMP, Drop
 
 if TYPE_CHECKING:
     from .translator import Translator
@@ -57,26 +59,6 @@ def build_v6(tc: int, plen: int, nh: int, hlim: int, src: bytes, dst: bytes) -> 
     return _V6.pack(0x60000000 | (tc << 20), plen, nh, hlim, src, dst)
 
 
-def has_unexpired_source_route(buf: bytes | bytearray, p: int, end: int) -> bool:
-    """RFC 7915 §4.1: an LSRR/SSRR option whose pointer has not run past its length."""
-    while p < end:
-        opt = buf[p]
-        if opt == 0:
-            return False
-        if opt == 1:
-            p += 1
-            continue
-        if p + 2 >= end:
-            return False
-        ln = buf[p + 1]
-        if ln < 2:
-            return False
-        if (opt == 131 or opt == 137) and buf[p + 2] <= ln:
-            return True
-        p += ln
-    return False
-
-
 # -- errors the translator originates ------------------------------------------------
 
 
@@ -98,8 +80,10 @@ def icmpv4_error_from_translator(
     src = xl.ipv4_address
     if src is None:
         return None
-    if _is_icmp_error_v4(pkt) or pkt[12] == 0 or pkt[12] >= 224:
+    if _is_icmp_error_v4(pkt) or v4_not_forwardable(pkt[12:16]):
         return None  # RFC 1812 §4.3.2.7: never about an ICMP error or to a non-unicast source
+    if not xl.allow_icmp_error(pkt[12:16]):
+        return None  # RFC 1812 §4.3.2.8: rate limited
     body = bytearray((itype, code, 0, 0)) + rest + pkt[: LIMIT_V4 - 28]
     _H.pack_into(body, 2, checksum(body))
     return build_v4(0, 0, 0, 64, 1, src, pkt[12:16], bytes(body))
@@ -113,8 +97,10 @@ def icmpv6_error_from_translator(
     if src is None:
         return None
     dst = pkt[8:24]
-    if dst[0] == 0xFF or (pkt[6] == 58 and len(pkt) > 40 and pkt[40] < 128):
+    if v6_illegal_source(dst) or (pkt[6] == 58 and len(pkt) > 40 and pkt[40] < 128):
         return None  # RFC 4443 §2.4 (e): not about an ICMPv6 error, not to multicast
+    if not xl.allow_icmp_error(dst):
+        return None  # RFC 4443 §2.4 (f): rate limited
     body = bytearray((itype, code, 0, 0)) + rest + pkt[: LIMIT_V6 - 48]
     _H.pack_into(body, 2, checksum(body, pseudo_sum_v6(src, dst, 58, len(body))))
     return build_v6(0, len(body), 58, 64, src, dst) + bytes(body)
@@ -147,18 +133,22 @@ def _attach_extension(inner: bytes, ext: bytes, unit: int, room: int) -> tuple[b
 # -- IPv4 -> IPv6 ------------------------------------------------------------------------
 
 
-def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | None:
+def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | Drop:
     """RFC 7915 §4.3: the IPv6 form of the (possibly truncated) IPv4 packet in an error."""
     if len(data) < 20 or data[0] >> 4 != 4:
-        return None
+        return Drop.INNER_MALFORMED
     ihl = (data[0] & 15) << 2
     if ihl < 20 or len(data) < ihl:
-        return None
+        return Drop.INNER_MALFORMED
     _, tos, total, ident, frag, ttl, proto, _, src4, dst4 = _V4.unpack_from(data)
+    if v4_not_forwardable(src4) or v4_not_forwardable(dst4):
+        return Drop.INNER_NOT_FORWARDABLE
     src6 = xl.v4_to_v6_addr(src4)
+    if src6 is None:
+        return Drop.INNER_UNTRANSLATABLE_SOURCE
     dst6 = xl.v4_to_v6_pool6(dst4) if hairpin else xl.v4_to_v6_addr(dst4)
-    if src6 is None or dst6 is None:
-        return None
+    if dst6 is None:
+        return Drop.INNER_UNTRANSLATABLE_DESTINATION
     offset = frag & 0x1FFF
     is_frag = frag & 0x3FFF
     payload = bytearray(data[ihl:])
@@ -168,7 +158,7 @@ def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | None:
         if proto == 1:
             if n >= 4:
                 if payload[0] != 8 and payload[0] != 0:
-                    return None  # an ICMP error inside an ICMP error
+                    return Drop.ICMP_ERROR_IN_ICMP_ERROR
                 echo_4to6(payload, 0, src6, dst6, max(total - ihl, 0))
         else:
             update_tcp_udp(payload, 0, n, proto, sum_delta(src6 + dst6, src4 + dst4))
@@ -181,44 +171,66 @@ def inner_4to6(xl: Translator, data: bytes, hairpin: bool) -> bytes | None:
     return build_v6(tc, plen, nh, ttl, src6, dst6) + bytes(payload)
 
 
+def translate_icmpv4_message(
+    xl: Translator, buf: bytearray, start: int, end: int, ihl: int, ttl: int, hairpin: bool
+) -> tuple[int, int]:
+    """RFC 7915 §4.2: an ICMPv4 message that is not an unfragmented echo."""
+    if buf[start + 6] & 0x3F or buf[start + 7]:
+        # The ICMPv6 checksum covers a pseudo-header with the whole message's length,
+        # which a translator that does not reassemble cannot know.
+        return xl.drop(Drop.FRAGMENTED_ICMP)
+    if end - start - ihl < 8:
+        return xl.drop(Drop.MALFORMED)
+    return translate_icmpv4(xl, bytes(buf[start:end]), ihl, ttl, hairpin)
+
+
+def _icmpv4_type_4to6(icmp: bytes) -> tuple[int, int, bytes, bool] | None:
+    """RFC 7915 §4.2: ICMPv4 error type/code -> (ICMPv6 type, code, rest, extensions?)."""
+    t, c = icmp[0], icmp[1]
+    if t == 3:
+        if c == 2:
+            return 4, 1, b"\x00\x00\x00\x06", False  # pointer to Next Header
+        if c == 4:
+            return 2, 0, _Z4, False
+        if c in V4_UNREACH_CODES:
+            nt, nc = V4_UNREACH_CODES[c]
+            return nt, nc, _Z4, True
+        return None
+    if t == 11:
+        return 3, c, _Z4, True
+    if t == 12 and c in (0, 2):
+        ptr = V4_TO_V6_POINTER.get(icmp[4])
+        return None if ptr is None else (4, 0, ptr.to_bytes(4, "big"), False)
+    return None  # source quench, redirect, ...
+
+
 def translate_icmpv4(
     xl: Translator, pkt: bytes, ihl: int, ttl: int, hairpin: bool
 ) -> tuple[int, int]:
     """RFC 7915 §4.2/§4.3: translate an ICMPv4 message other than an echo."""
     icmp = pkt[ihl:]
-    t, c = icmp[0], icmp[1]
+    t = icmp[0]
     if t not in ICMPV4_ERRORS:
-        return xl.drop(
-            Drop.UNTRANSLATABLE_ICMP_TYPE
-        )  # info messages other than echo: silently dropped
+        # Informational messages other than echo are silently dropped.
+        return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
     if checksum(icmp) != 0:
         return xl.drop(Drop.BAD_ICMP_CHECKSUM)
-    rest = _Z4
-    ext_ok = False
-    if t == 3:
-        if c == 2:
-            nt, nc, rest = 4, 1, b"\x00\x00\x00\x06"  # pointer to Next Header
-        elif c == 4:
-            nt, nc = 2, 0
-        elif c in V4_UNREACH_CODES:
-            nt, nc = V4_UNREACH_CODES[c]
-            ext_ok = True
-        else:
-            return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
-    elif t == 11:
-        nt, nc = 3, c
-        ext_ok = True
-    elif t == 12 and c in (0, 2):
-        ptr = V4_TO_V6_POINTER.get(icmp[4])
-        if ptr is None:
-            return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        nt, nc, rest = 4, 0, ptr.to_bytes(4, "big")
-    else:
-        return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)  # source quench, redirect, ...
+    mapped = _icmpv4_type_4to6(icmp)
+    if mapped is None:
+        return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
+    nt, nc, rest, ext_ok = mapped
 
-    dst6 = xl.v4_to_v6_addr(pkt[16:20])
+    dst4 = pkt[16:20]
+    if xl.ipv4_address == dst4:
+        return xl.drop(Drop.TO_TRANSLATOR)  # an error about one of our own: consumed
+    if v4_not_forwardable(dst4):
+        return xl.drop(Drop.NOT_FORWARDABLE_DESTINATION)
+    dst6 = xl.v4_to_v6_addr(dst4)
     if dst6 is None:
         return xl.drop(Drop.UNTRANSLATABLE_DESTINATION)
+    # The reporting router's address is translated even from 0/8 or 127/8 (Jool's
+    # corpus expects it): the error is for the IPv6 node, and dropping it would
+    # break its Path MTU Discovery; it is never a destination.
     src4 = pkt[12:16]
     src6 = xl.v4_to_v6_pool6(src4) if hairpin else xl.v4_to_v6_addr(src4)
     if src6 is None:
@@ -226,10 +238,10 @@ def translate_icmpv4(
         if src6 is None:
             return xl.drop(Drop.NO_TRANSLATOR_ADDRESS)
 
-    orig, ext = _split_extension(icmp[8:], icmp[5] * 4 if t in (3, 11, 12) else 0)
+    orig, ext = _split_extension(icmp[8:], icmp[5] * 4)
     inner = inner_4to6(xl, orig, hairpin)
-    if inner is None:
-        return xl.drop(Drop.UNTRANSLATABLE_SOURCE)
+    if type(inner) is not bytes:
+        return xl.drop(inner)  # type: ignore[arg-type]
     if nt == 2:
         # RFC 7915 §4.2: "minimum(advertised MTU+20, MTU_of_IPv6_nexthop,
         # (MTU_of_IPv4_nexthop)+20)"; MTU 0 -> RFC 1191 plateau; at least 1280.
@@ -255,24 +267,26 @@ def translate_icmpv4(
 # -- IPv6 -> IPv4 ------------------------------------------------------------------------
 
 
-def inner_6to4(xl: Translator, data: bytes) -> bytes | None:
+def inner_6to4(xl: Translator, data: bytes) -> bytes | Drop:
     """RFC 7915 §5.3: the IPv4 form of the (possibly truncated) IPv6 packet in an error."""
-    from .v6_to_v4 import walk_extensions
-
     if len(data) < 40 or data[0] >> 4 != 6:
-        return None
+        return Drop.INNER_MALFORMED
     vtf, plen, nh, hlim, src6, dst6 = _V6.unpack_from(data)
     w = walk_extensions(data, 0, len(data), nh, False)
     if w.error is not None:
-        return None
+        return Drop.INNER_MALFORMED
     src4 = xl.v6_to_v4_addr(src6)
+    if src4 is None:
+        return Drop.INNER_UNTRANSLATABLE_SOURCE
     dst4 = xl.v6_to_v4_addr(dst6)
-    if src4 is None or dst4 is None:
-        return None
+    if dst4 is None:
+        return Drop.INNER_UNTRANSLATABLE_DESTINATION
+    if v4_not_forwardable(src4) or v4_not_forwardable(dst4):
+        return Drop.INNER_NOT_FORWARDABLE
     ext_len = w.l4 - 40
     upper_len = plen - ext_len
     if upper_len < 0:
-        return None
+        return Drop.INNER_MALFORMED
     total = 20 + upper_len
     nh = w.nh
     proto = 1 if nh == 58 else nh
@@ -291,7 +305,7 @@ def inner_6to4(xl: Translator, data: bytes) -> bytes | None:
         if proto == 1:
             if n >= 4:
                 if payload[0] != 128 and payload[0] != 129:
-                    return None  # an ICMPv6 error inside an ICMPv6 error
+                    return Drop.ICMP_ERROR_IN_ICMP_ERROR
                 echo_6to4(payload, 0, n, src6, dst6, upper_len)
         else:
             update_tcp_udp(payload, 0, n, proto, sum_delta(src4 + dst4, src6 + dst6))
@@ -299,6 +313,41 @@ def inner_6to4(xl: Translator, data: bytes) -> bytes | None:
     hdr = bytearray(_V4.pack(0x45, tos, total & 0xFFFF, ident, flags, hlim, proto, 0, src4, dst4))
     _H.pack_into(hdr, 10, checksum(hdr))
     return bytes(hdr) + bytes(payload)
+
+
+def translate_icmpv6_message(
+    xl: Translator, buf: bytearray, start: int, end: int, l4: int, hlim: int, frag_pos: int
+) -> tuple[int, int]:
+    """RFC 7915 §5.2: an ICMPv6 message that is not an unfragmented echo."""
+    if frag_pos >= 0:
+        if buf[frag_pos + 2] or buf[frag_pos + 3] & 0xF9:
+            return xl.drop(Drop.FRAGMENTED_ICMP)  # offset != 0 or MF: see translate_icmpv4_message
+        ident = buf[frag_pos + 6] << 8 | buf[frag_pos + 7]
+    else:
+        ident = -1
+    if end - l4 < 8:
+        return xl.drop(Drop.MALFORMED)
+    return translate_icmpv6(xl, bytes(buf[start:end]), l4 - start, hlim, ident)
+
+
+def _icmpv6_type_6to4(icmp: bytes) -> tuple[int, int, bytes, bool] | None:
+    """RFC 7915 §5.2: ICMPv6 error type/code -> (ICMPv4 type, code, rest, extensions?)."""
+    t, c = icmp[0], icmp[1]
+    if t == 1:
+        if c not in V6_UNREACH_CODES:
+            return None
+        nt, nc = V6_UNREACH_CODES[c]
+        return nt, nc, _Z4, True
+    if t == 2:
+        return 3, 4, _Z4, False
+    if t == 3:
+        return 11, c, _Z4, True
+    if t == 4 and c == 0:
+        ptr = V6_TO_V4_POINTER.get(int.from_bytes(icmp[4:8], "big"))
+        return None if ptr is None else (12, 0, bytes((ptr, 0, 0, 0)), False)
+    if t == 4 and c == 1:
+        return 3, 2, _Z4, False  # unrecognized Next Header -> protocol unreachable
+    return None
 
 
 def translate_icmpv6(
@@ -309,47 +358,38 @@ def translate_icmpv6(
     ``ident`` is the Fragment Header's Identification (low 16 bits), or -1.
     """
     icmp = pkt[l4off:]
-    t, c = icmp[0], icmp[1]
+    t = icmp[0]
     src6, dst6 = pkt[8:24], pkt[24:40]
     if t > 4:
         return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)  # ND, MLD and other informational types
     if checksum(icmp, pseudo_sum_v6(src6, dst6, 58, len(icmp))) != 0:
         return xl.drop(Drop.BAD_ICMP_CHECKSUM)
-    rest = _Z4
-    ext_ok = False
-    if t == 1:
-        if c not in V6_UNREACH_CODES:
-            return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        nt, nc = V6_UNREACH_CODES[c]
-        ext_ok = True
-    elif t == 2:
-        nt, nc = 3, 4
-    elif t == 3:
-        nt, nc = 11, c
-        ext_ok = True
-    elif t == 4 and c == 0:
-        ptr = V6_TO_V4_POINTER.get(int.from_bytes(icmp[4:8], "big"))
-        if ptr is None:
-            return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        nt, nc, rest = 12, 0, bytes((ptr, 0, 0, 0))
-    elif t == 4 and c == 1:
-        nt, nc = 3, 2  # unrecognized Next Header -> protocol unreachable
-    else:
+    mapped = _icmpv6_type_6to4(icmp)
+    if mapped is None:
         return xl.drop(Drop.UNTRANSLATABLE_ICMP_TYPE)
+    nt, nc, rest, ext_ok = mapped
 
-    dst4 = xl.v6_to_v4_addr(dst6)
+    if xl.ipv6_address == dst6:
+        return xl.drop(Drop.TO_TRANSLATOR)  # an error about one of our own: consumed
+    via_pool6 = False
+    dst4 = xl.eam.v6_to_v4(dst6) if xl.eam else None
+    if dst4 is None and xl.pool6 is not None:
+        dst4 = xl.pool6.extract(dst6)
+        via_pool6 = True
     if dst4 is None:
         return xl.drop(Drop.UNTRANSLATABLE_DESTINATION)
+    if v4_not_forwardable(dst4):
+        return xl.drop(Drop.NOT_FORWARDABLE_DESTINATION)
     src4 = xl.v6_to_v4_addr(src6)
-    if src4 is None:
+    if src4 is None or v4_not_forwardable(src4):
         src4 = xl.pool6791_v4.pick(dst4)  # RFC 6791 §4
         if src4 is None:
             return xl.drop(Drop.NO_TRANSLATOR_ADDRESS)
 
     orig, ext = _split_extension(icmp[8:], icmp[4] * 8 if t in (1, 3) else 0)
     inner = inner_6to4(xl, orig)
-    if inner is None:
-        return xl.drop(Drop.UNTRANSLATABLE_SOURCE)
+    if type(inner) is not bytes:
+        return xl.drop(inner)  # type: ignore[arg-type]
     if not ext_ok:
         ext = b""
     data, units = _attach_extension(inner, ext, 4, LIMIT_V4 - 28)
@@ -366,18 +406,8 @@ def translate_icmpv6(
     out = build_v4(
         tos, ident if ident >= 0 else xl.next_ip_id(), 0, hlim, 1, src4, dst4, bytes(body)
     )
-    if xl.hairpinning and xl.eam and xl.eam.has_v4(dst4):
-        return _hairpin(xl, out)
+    if via_pool6 and xl.hairpinning and xl.eam and xl.eam.has_v4(dst4):
+        # RFC 7757 §4.3: only a destination reached through pool6 whose IPv4 form
+        # is an EAM'd node is hairpinned (Jool's "intrinsic" hairpinning).
+        return xl.hairpin(out)
     return xl.emit(DIR_6TO4, P_ICMP, [out])
-
-
-def _hairpin(xl: Translator, pkt4: bytes) -> tuple[int, int]:
-    """RFC 7757 §4.3: run an IPv4 packet we built back through IPv4 -> IPv6."""
-    from .v4_to_v6 import translate_4to6
-
-    buf = bytearray(20) + pkt4
-    s, e = translate_4to6(xl, buf, 20, len(buf), True)
-    if s >= 0:
-        xl.pending.append(bytes(buf[s:e]))
-        return SLOW, 1
-    return s, e

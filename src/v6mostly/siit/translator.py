@@ -24,6 +24,7 @@ counter: no clock, no sockets, no randomness. Counters live in ``stats``.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,9 +32,17 @@ from ..addr.eam import EamEntry, EamTable
 from ..addr.pool6791 import Pool6791
 from ..addr.pref64 import is_neutral
 from ..addr.rfc6052 import Pref64
+from ..addr.special import v4_multicast, v4_not_forwardable, v6_illegal_source
 from ..errors import ConfigError
 from ..wire.checksum import sum_delta
 from . import v4_to_v6, v6_to_v4
+from .ratelimit import (
+    DEFAULT_BURST,
+    DEFAULT_GLOBAL_BURST,
+    DEFAULT_INTERVAL_MS,
+    DEFAULT_RATE,
+    IcmpRateLimiter,
+)
 from .verdict import DROPPED, SLOW, Drop, Stats, Verdict
 
 HEADROOM = 20
@@ -67,6 +76,18 @@ class TranslatorConfig:
     hairpinning: bool = True
     #: First IPv4 Identification used for IPv6 packets without a Fragment Header.
     ip_id_seed: int = 0
+    #: ``(index, count)``: this instance uses only the ``index``-th of ``count`` equal
+    #: slices of the 16-bit Identification space, so the workers of one data plane
+    #: never emit the same ID (RFC 6864 §4.1); ``ip_id_seed`` is an offset in the slice.
+    ip_id_slice: tuple[int, int] = (0, 1)
+    #: Rate limit of the ICMP errors the translator originates (RFC 4443 §2.4 (f),
+    #: RFC 1812 §4.3.2.8), kernel defaults: per destination one error every
+    #: ``icmp_ratelimit_ms`` with bursts of ``icmp_ratelimit_burst``; in total at most
+    #: ``icmp_msgs_per_sec`` with bursts of ``icmp_msgs_burst``. 0 turns a bucket off.
+    icmp_ratelimit_ms: int = DEFAULT_INTERVAL_MS
+    icmp_ratelimit_burst: int = DEFAULT_BURST
+    icmp_msgs_per_sec: float = DEFAULT_RATE
+    icmp_msgs_burst: int = DEFAULT_GLOBAL_BURST
 
 
 def _check_mtu(name: str, value: int, low: int) -> int:
@@ -90,7 +111,16 @@ def _addr(name: str, text: str | None, version: int) -> bytes | None:
 class Translator:
     """A stateless IP/ICMP translator (RFC 7915) with RFC 6052, RFC 7757 and RFC 6791."""
 
-    def __init__(self, config: TranslatorConfig | None = None, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        config: TranslatorConfig | None = None,
+        stats: Stats | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` (e.g. ``time.monotonic``) is read only when the translator is about
+        to send an ICMP error of its own (the rate limit); without one, ``now`` (an
+        attribute the caller may set, as ``translate(packet, now)`` does) is used.
+        """
         cfg = config or TranslatorConfig()
         self.config = cfg
         self.pool6: Pref64 | None = Pref64(cfg.pool6) if cfg.pool6 else None
@@ -104,13 +134,31 @@ class Translator:
         self.pool6791_v4 = Pool6791.parse(cfg.pool6791_v4, cfg.ipv4_address, 4)
         self.pool6791_v6 = Pool6791.parse(cfg.pool6791_v6, cfg.ipv6_address, 6)
         self.lowest_ipv6_mtu = _check_mtu("lowest_ipv6_mtu", cfg.lowest_ipv6_mtu, 1280)
-        self.ipv6_mtu = _check_mtu("ipv6_mtu", cfg.ipv6_mtu, 1280)
-        self.ipv4_mtu = _check_mtu("ipv4_mtu", cfg.ipv4_mtu, 68)
+        self.ipv6_mtu = self.ipv4_mtu = self.frag_mtu = 0
+        self.set_link_mtu(cfg.ipv6_mtu, cfg.ipv4_mtu)
         self.amend_udp = cfg.amend_udp_checksum_zero
         self.decrement_ttl = cfg.decrement_ttl
         self.reset_tc = cfg.reset_traffic_class
         self.hairpinning = cfg.hairpinning
-        self.ip_id = cfg.ip_id_seed & 0xFFFF
+        index, count = cfg.ip_id_slice
+        if not (isinstance(count, int) and 1 <= count <= 65536 and 0 <= index < count):
+            raise ConfigError(f"ip_id_slice = {cfg.ip_id_slice!r}: expected (index, count)")
+        #: RFC 6864 §4.1: IDs ``ip_id_base + (0 .. ip_id_span - 1)``, cycled.
+        self.ip_id_base = index * 65536 // count
+        self.ip_id_span = (index + 1) * 65536 // count - self.ip_id_base
+        self.ip_id = cfg.ip_id_seed % self.ip_id_span
+        self.ratelimit = IcmpRateLimiter(
+            cfg.icmp_ratelimit_ms,
+            cfg.icmp_ratelimit_burst,
+            cfg.icmp_msgs_per_sec,
+            cfg.icmp_msgs_burst,
+        )
+        self.clock = clock
+        #: The time when no ``clock`` is given (seconds, any origin).
+        self.now = 0.0
+        #: Set by a data plane around a GSO super-packet: the kernel cuts it into
+        #: segments that fit the link, so the next-hop MTU checks do not apply.
+        self.gso = False
         #: True when pool6 translation leaves TCP/UDP checksums unchanged (RFC 6052 §4.1).
         self.neutral = self.pool6 is not None and is_neutral(self.pool6.network) and not self.eam
         #: Address-pair caches of the fast path: key = the packet's address bytes,
@@ -122,8 +170,6 @@ class Translator:
         self.cache_limit = 65536
         self._mv_owner: bytearray | None = None
         self._mv: memoryview = memoryview(b"")
-        #: RFC 7915 §4: DF=0 packets are fragmented to fit both of these.
-        self.frag_mtu = min(self.lowest_ipv6_mtu, self.ipv6_mtu)
         self.pending: list[bytes] = []
         #: Set when the last slow path answered with our own ICMP error.
         self.last_error: Drop | None = None
@@ -131,6 +177,17 @@ class Translator:
         #: The fast path counts straight into these (the same lists as in ``stats``).
         self.c_packets = self.stats.packets
         self.c_octets = self.stats.octets
+
+    def set_link_mtu(self, ipv6_mtu: int, ipv4_mtu: int) -> None:
+        """The MTUs of the IPv6 and IPv4 next hops (a TUN device's MTU, also at run time).
+
+        RFC 7915 §4.2/§5.2 clamp the MTU of translated Packet Too Big and
+        Fragmentation Needed messages to them; §4 fragments DF=0 packets to fit.
+        """
+        self.ipv6_mtu = _check_mtu("ipv6_mtu", ipv6_mtu, 1280)
+        self.ipv4_mtu = _check_mtu("ipv4_mtu", ipv4_mtu, 68)
+        #: RFC 7915 §4: DF=0 packets are fragmented to fit both of these.
+        self.frag_mtu = min(self.lowest_ipv6_mtu, self.ipv6_mtu)
 
     # -- address mapping (policy: EAM first, then pool6; RFC 7757 §3.3) ----------------
 
@@ -167,31 +224,87 @@ class Translator:
         return self._mv
 
     def resolve46(self, key: bytes) -> tuple[bytes, int] | Drop:
-        """Fast-path memo for IPv4 (src, dst) -> IPv6 (src, dst) and the checksum delta."""
-        dst6 = self.v4_to_v6_addr(key[4:8])
-        if dst6 is None:
-            r: tuple[bytes, int] | Drop = Drop.UNTRANSLATABLE_DESTINATION
+        """Fast-path memo for IPv4 (src, dst) -> IPv6 (src, dst) and the checksum delta.
+
+        Policy before mapping: the translator's own address (answered, not
+        translated), addresses never forwarded (RFC 1812 §5.3.7; multicast and
+        240/4 destinations are refused before the memo is asked).
+        """
+        src4, dst4 = key[0:4], key[4:8]
+        r: tuple[bytes, int] | Drop
+        if dst4 == self.ipv4_address:
+            r = Drop.TO_TRANSLATOR
+        elif v4_not_forwardable(dst4):
+            r = Drop.NOT_FORWARDABLE_DESTINATION
+        elif v4_not_forwardable(src4):
+            r = Drop.NOT_FORWARDABLE_SOURCE
         else:
-            src6 = self.v4_to_v6_addr(key[0:4])
-            if src6 is None:
+            dst6 = self.v4_to_v6_addr(dst4)
+            src6 = self.v4_to_v6_addr(src4) if dst6 is not None else None
+            if dst6 is None:
+                r = Drop.UNTRANSLATABLE_DESTINATION
+            elif src6 is None:
                 r = Drop.UNTRANSLATABLE_SOURCE
             else:
                 r = (src6 + dst6, sum_delta(src6 + dst6, key))
         return self._remember(self.map46, key, r)
 
     def resolve64(self, key: bytes) -> tuple[bytes, int, bool] | Drop:
-        """Fast-path memo for IPv6 (src, dst) -> IPv4 (src, dst), delta, hairpin?"""
-        dst4 = self.v6_to_v4_addr(key[16:32])
+        """Fast-path memo for IPv6 (src, dst) -> IPv4 (src, dst), delta, hairpin?
+
+        RFC 7757 §4.3 hairpinning applies only to a destination translated
+        through pool6 whose IPv4 form is on the IPv4 side of an EAM entry (Jool's
+        "intrinsic" hairpinning); a destination found in the EAM table itself
+        is an ordinary translation, whatever its IPv4 form.
+        """
+        src6, dst6 = key[0:16], key[16:32]
+        r: tuple[bytes, int, bool] | Drop
+        if dst6 == self.ipv6_address:
+            return self._remember(self.map64, key, Drop.TO_TRANSLATOR)
+        if v6_illegal_source(src6):
+            return self._remember(self.map64, key, Drop.NOT_FORWARDABLE_SOURCE)
+        eam = self.eam
+        dst4 = eam.v6_to_v4(dst6) if eam else None
+        via_pool6 = dst4 is None
+        if dst4 is None and self.pool6 is not None:
+            dst4 = self.pool6.extract(dst6)
+            if dst4 is None:
+                dst4 = self._never_forwarded_in_pool6(dst6)
         if dst4 is None:
-            r: tuple[bytes, int, bool] | Drop = Drop.UNTRANSLATABLE_DESTINATION
+            r = Drop.UNTRANSLATABLE_DESTINATION
+        elif v4_multicast(dst4):
+            r = Drop.MULTICAST
+        elif v4_not_forwardable(dst4):
+            r = Drop.NOT_FORWARDABLE_DESTINATION
         else:
-            src4 = self.v6_to_v4_addr(key[0:16])
+            src4 = self.v6_to_v4_addr(src6) or self._never_forwarded_in_pool6(src6)
             if src4 is None:
                 r = Drop.UNTRANSLATABLE_SOURCE
+            elif v4_not_forwardable(src4):
+                r = Drop.NOT_FORWARDABLE_SOURCE
             else:
-                hp = bool(self.hairpinning and self.eam and self.eam.has_v4(dst4))
+                hp = bool(self.hairpinning and via_pool6 and eam and eam.has_v4(dst4))
                 r = (src4 + dst4, sum_delta(src4 + dst4, key), hp)
         return self._remember(self.map64, key, r)
+
+    def _never_forwarded_in_pool6(self, v6: bytes) -> bytes | None:
+        """The IPv4 address in a pool6 address that RFC 6052 §3.1 refused, if it is one
+        that is never forwarded anyway (then the packet is dropped silently, under that
+        reason, rather than answered as untranslatable)."""
+        p = self.pool6
+        raw4 = p.extract_unchecked(v6) if p is not None else None
+        if raw4 is not None and (v4_multicast(raw4) or v4_not_forwardable(raw4)):
+            return raw4
+        return None
+
+    def hairpin(self, pkt4: bytes) -> tuple[int, int]:
+        """RFC 7757 §4.3: run an IPv4 packet the translator built back through §4."""
+        buf = bytearray(HEADROOM) + pkt4
+        s, e = v4_to_v6.translate_4to6(self, buf, HEADROOM, len(buf), True)
+        if s >= 0:
+            self.pending.append(bytes(buf[s:e]))
+            return SLOW, 1
+        return s, e
 
     def _remember(self, cache: dict[bytes, _T], key: bytes, value: _T) -> _T:
         """Store in a bounded memo, emptying it when full (the mapping is pure)."""
@@ -201,8 +314,20 @@ class Translator:
         return value
 
     def next_ip_id(self) -> int:
-        self.ip_id = i = (self.ip_id + 1) & 0xFFFF
-        return i
+        """RFC 7915 §5.1 / RFC 6864 §4.1: the next Identification of this instance's slice."""
+        i = self.ip_id + 1
+        if i >= self.ip_id_span:
+            i = 0
+        self.ip_id = i
+        return self.ip_id_base + i
+
+    def allow_icmp_error(self, peer: bytes) -> bool:
+        """Take a token for an ICMP error to ``peer``; count it when suppressed."""
+        clock = self.clock
+        if self.ratelimit.allow(peer, clock() if clock is not None else self.now):
+            return True
+        self.stats.misc[2] += 1
+        return False
 
     # -- verdict helpers --------------------------------------------------------------
 
@@ -249,8 +374,13 @@ class Translator:
             return self.drop(Drop.MALFORMED)
         return self.drop(Drop.NOT_IP)
 
-    def translate(self, packet: bytes | bytearray) -> Verdict:
-        """Translate one packet (allocating API). Never raises on packet content."""
+    def translate(self, packet: bytes | bytearray, now: float | None = None) -> Verdict:
+        """Translate one packet (allocating API). Never raises on packet content.
+
+        ``now`` sets the time the ICMP error rate limit sees (without a ``clock``).
+        """
+        if now is not None:
+            self.now = now
         buf = bytearray(HEADROOM) + packet
         self.pending.clear()
         self.last_error = None

@@ -4,8 +4,13 @@ The fast path walks the extension headers (§5.1: hop-by-hop, destination
 options and routing headers are skipped, a Fragment Header becomes the IPv4
 fragment fields), then writes the 20-byte IPv4 header just in front of the
 transport header, so the packet starts 20 bytes later than it did and nothing
-moves. ICMPv6 errors and the ICMPv6 errors the translator sends go to
-``icmp_errors``; RFC 7757 §4.3 hairpinning runs the result through
+moves. It reads as the steps of §5.1 in order; every branch off it is a
+function named after the step it takes: extension-header errors
+(``extension_header_error``), the Hop Limit (``hop_limit_expired``), ICMPv6
+other than echo (§5.2/§5.3, in ``icmp_errors``), refused addresses
+(``refuse``: §5.1 illegal sources, RFC 1812 §5.3.7, §5.4 errors, the
+translator's own address), Packet Too Big (``too_big_for_ipv4``) and the
+zero UDP checksum. RFC 7757 §4.3 hairpinning runs the result through
 ``v4_to_v6`` again.
 """
 
@@ -14,9 +19,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from ..addr.special import v6_illegal_source
 from ..wire.checksum import checksum, pseudo_sum_v4, update_at
-from . import icmp_errors, v4_to_v6
-from .tables import EXT_FRAGMENT, EXT_HBH, EXT_ROUTING, WALKED_EXT
+from . import icmp_errors, local, v4_to_v6
+from .headers import ExtWalk, walk_extensions
+from .tables import WALKED_EXT
 from .transport import echo_6to4
 from .verdict import P_ICMP, P_OTHER, P_TCP, P_UDP, Drop
 
@@ -28,71 +35,12 @@ _V4 = struct.Struct("!BBHHHBBH")
 _H = struct.Struct("!H")
 _PROTO_CLASS = {6: P_TCP, 17: P_UDP, 1: P_ICMP}
 _from_bytes = int.from_bytes
-
-
-class ExtWalk:
-    """Result of walking IPv6 extension headers (slow path only; the fast path inlines it)."""
-
-    __slots__ = ("error", "frag_pos", "l4", "nh", "pointer")
-
-    def __init__(self) -> None:
-        self.nh = 0
-        self.l4 = 0
-        self.frag_pos = -1
-        self.error: Drop | None = None
-        self.pointer = 0
-
-
-def walk_extensions(buf: bytes | bytearray, start: int, end: int, nh: int, strict: bool) -> ExtWalk:
-    """RFC 7915 §5.1: find the upper-layer header after hop-by-hop/routing/dest-opts/fragment.
-
-    With ``strict`` (an outer packet) a routing header with Segments Left != 0
-    and extension headers after a Fragment Header are errors; for the
-    packet inside an ICMP error (truncated, quoted) the walk just stops.
-    """
-    w = ExtWalk()
-    p = start + 40
-    while nh in WALKED_EXT:
-        if nh == EXT_FRAGMENT:
-            if p + 8 > end:
-                w.error = Drop.TRUNCATED
-                break
-            w.frag_pos = p
-            nh = buf[p]
-            p += 8
-            if (buf[p - 6] << 8 | buf[p - 5]) & 0xFFF8:
-                break  # not a first fragment: what follows is payload
-            continue
-        if w.frag_pos >= 0 and strict:
-            # An extension header after the Fragment Header cannot be expressed in
-            # IPv4 (it would become IPv4 payload): refuse, as Jool does.
-            w.error = Drop.EXTENSION_AFTER_FRAGMENT
-            break
-        if p + 8 > end:
-            w.error = Drop.TRUNCATED
-            break
-        if nh == EXT_HBH and p != start + 40 and strict:
-            w.error = Drop.HOP_BY_HOP_NOT_FIRST
-            w.pointer = p - start
-            break
-        if nh == EXT_ROUTING and buf[p + 3] != 0 and strict:
-            # RFC 7915 §5.1: "If a Routing header with a non-zero Segments Left field is
-            # present, then the packet MUST NOT be translated" -> Parameter Problem.
-            w.error = Drop.SEGMENTS_LEFT
-            w.pointer = p + 3 - start
-            break
-        hl = (buf[p + 1] + 1) << 3
-        nh = buf[p]
-        p += hl
-    if p > end and w.error is None:
-        w.error = Drop.TRUNCATED
-    w.nh = nh
-    w.l4 = p
-    return w
+_Z4 = b"\x00\x00\x00\x00"
 
 
 def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tuple[int, int]:
     """RFC 7915 §5.1 for ``buf[start:end]``."""
+    # -- the IPv6 header and its extension headers (§5.1) -------------------------------
     size = end - start
     if size < 40:
         return xl.drop(Drop.TRUNCATED)
@@ -107,20 +55,21 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
     if nh in WALKED_EXT:
         w = walk_extensions(buf, start, end, nh, True)
         if w.error is not None:
-            return _ext_error(xl, buf, start, end, w)
+            return extension_header_error(xl, buf, start, end, w)
         nh, l4, frag_pos = w.nh, w.l4, w.frag_pos
 
-    # Multicast is not translated (RFC 7915 §1.3) and gets no ICMPv6 error from
-    # us (RFC 4443 §2.4 (e.3)): e.g. the kernel's own MLD reports on the TUN.
+    # -- scope: multicast is not translated (§1.3) and gets no ICMPv6 error (RFC 4443
+    # §2.4 (e.3)): e.g. the kernel's own MLD reports on the TUN ------------------------
     if buf[start + 24] == 0xFF:
         return xl.drop(Drop.MULTICAST)
+
+    # -- §5.1 "Hop Limit" --------------------------------------------------------------
     if hlim <= 1:
-        return _icmp6_from_translator(
-            xl, buf, start, end, 3, 0, b"\x00\x00\x00\x00", Drop.TTL_EXPIRED
-        )
+        return hop_limit_expired(xl, buf, start, end)
     if xl.decrement_ttl:
         hlim -= 1
 
+    # -- §5.1 fragment fields ----------------------------------------------------------
     if frag_pos >= 0:
         fword = _H.unpack_from(buf, frag_pos + 2)[0]
         offset = fword >> 3
@@ -130,65 +79,56 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
         offset = 0
         is_frag = 0
 
+    # -- §5.2/§5.3: ICMPv6 other than an unfragmented echo -----------------------------
     payload = end - l4
-    if nh == 58:
-        if is_frag:
-            return xl.drop(Drop.FRAGMENTED_ICMP)
-        if payload < 8:
-            return xl.drop(Drop.MALFORMED)
-        itype = buf[l4]
-        if itype != 128 and itype != 129:
-            ident = _H.unpack_from(buf, frag_pos + 6)[0] if frag_pos >= 0 else -1
-            return icmp_errors.translate_icmpv6(xl, bytes(buf[start:end]), l4 - start, hlim, ident)
+    if nh == 58 and (is_frag or payload < 8 or (buf[l4] != 128 and buf[l4] != 129)):
+        return icmp_errors.translate_icmpv6_message(xl, buf, start, end, l4, hlim, frag_pos)
 
+    # -- §5.1 "Source Address" / "Destination Address" (RFC 6052, RFC 7757) -----------
     mv = xl._mv if buf is xl._mv_owner else xl.view(buf)
     key = mv[start + 8 : start + 40].tobytes()
     m = xl.map64.get(key)
     if m is None:
         m = xl.resolve64(key)
     if type(m) is not tuple:
-        return xl.drop(m)  # type: ignore[arg-type]
+        return refuse(xl, buf, start, end, m)  # type: ignore[arg-type]
     addrs, delta, hairpin = m
-    neutral = delta == 0
 
+    # -- §5.1: too big for the IPv4 next hop -------------------------------------------
     total = 20 + payload
-    if total > xl.ipv4_mtu:
-        # RFC 7915 §5.1: too big for the IPv4 next hop: Packet Too Big, MTU + 20.
-        mtu = (min(xl.ipv4_mtu + 20, 0xFFFF)).to_bytes(4, "big")
-        return _icmp6_from_translator(xl, buf, start, end, 2, 0, mtu, Drop.PACKET_TOO_BIG)
+    if total > xl.ipv4_mtu and not xl.gso:
+        return too_big_for_ipv4(xl, buf, start, end)
 
+    # -- §5.5 transport-layer headers: only a first fragment carries one ---------------
     proto = 1 if nh == 58 else nh
     if offset == 0:
         if proto == 6:
             if payload < 20:
                 return xl.drop(Drop.MALFORMED)
-            if not neutral:
+            if delta:
                 update_at(buf, l4 + 16, delta, False)
         elif proto == 17:
             if payload < 8:
                 return xl.drop(Drop.MALFORMED)
             c = l4 + 6
             if not (buf[c] or buf[c + 1]):
-                # A zero UDP checksum is not allowed in IPv6 (RFC 8200 §8.1); compute it.
                 if is_frag:
                     return xl.drop(Drop.UDP_ZERO_CHECKSUM_FRAGMENT)
-                new = (
-                    checksum(buf[l4:end], pseudo_sum_v4(addrs[:4], addrs[4:], 17, payload))
-                    or 0xFFFF
-                )
-                _H.pack_into(buf, c, new)
-            elif not neutral:
+                udp_zero_checksum(buf, l4, end, addrs)
+            elif delta:
                 update_at(buf, c, delta, True)
         elif proto == 1:
             echo_6to4(buf, l4, end, key[:16], key[16:], payload)
 
-    # RFC 7915 §5.1 Identification / Flags.
+    # -- §5.1 "Identification" / "Flags" ---------------------------------------------
     if frag_pos >= 0:
         ident = _H.unpack_from(buf, frag_pos + 6)[0]
         flags = (offset & 0x1FFF) | (0x2000 if more else 0)
     else:
         ident = xl.next_ip_id()
         flags = 0x4000 if total > 1260 else 0
+
+    # -- §5.1 the IPv4 header, written just in front of the transport header ----------
     tos = 0 if xl.reset_tc else (vtf >> 20) & 0xFF
     o = l4 - 20
     _V4.pack_into(buf, o, 0x45, tos, total, ident, flags, hlim, proto, 0)
@@ -207,18 +147,86 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
     return o, end
 
 
-def _ext_error(xl: Translator, buf: bytearray, start: int, end: int, w: ExtWalk) -> tuple[int, int]:
+# -- the steps off the fast path -------------------------------------------------------
+
+
+def extension_header_error(
+    xl: Translator, buf: bytearray, start: int, end: int, w: ExtWalk
+) -> tuple[int, int]:
+    """§5.1: a routing header with Segments Left != 0 or a misplaced hop-by-hop header
+    -> Parameter Problem pointing at it; an extension header after a Fragment Header
+    -> "Communication with Destination Administratively Prohibited"."""
     reason = w.error
     assert reason is not None
     if reason == Drop.SEGMENTS_LEFT or reason == Drop.HOP_BY_HOP_NOT_FIRST:
         ptr = w.pointer.to_bytes(4, "big")
-        return _icmp6_from_translator(xl, buf, start, end, 4, 0, ptr, reason)
+        return send_error(xl, buf, start, end, 4, 0, ptr, reason)
     if reason == Drop.EXTENSION_AFTER_FRAGMENT:
-        return _icmp6_from_translator(xl, buf, start, end, 1, 1, b"\x00\x00\x00\x00", reason)
+        return send_error(xl, buf, start, end, 1, 1, _Z4, reason)
     return xl.drop(reason)
 
 
-def _icmp6_from_translator(
+def hop_limit_expired(xl: Translator, buf: bytearray, start: int, end: int) -> tuple[int, int]:
+    """§5.1 "Hop Limit": Time Exceeded from the translator — unless the packet is for it
+    (a host accepts a packet addressed to itself whatever its hop limit) or is never
+    forwarded anyway (§5.1 illegal sources, RFC 1812 §5.3.7: silently discarded)."""
+    key = bytes(buf[start + 8 : start + 40])
+    m = xl.map64.get(key)
+    if m is None:
+        m = xl.resolve64(key)
+    if m is Drop.TO_TRANSLATOR:
+        return local.answer_ipv6(xl, bytes(buf[start:end]))
+    if m in _NEVER_FORWARDED:
+        return xl.drop(m)
+    return send_error(xl, buf, start, end, 3, 0, _Z4, Drop.TTL_EXPIRED)
+
+
+_NEVER_FORWARDED = (Drop.NOT_FORWARDABLE_DESTINATION, Drop.NOT_FORWARDABLE_SOURCE, Drop.MULTICAST)
+
+
+def refuse(xl: Translator, buf: bytearray, start: int, end: int, reason: Drop) -> tuple[int, int]:
+    """A packet whose addresses are not translated.
+
+    * §5.1: "If the translator gets an illegal source address (e.g., ::1, etc.),
+      the translator SHOULD silently drop the packet"; IPv4 destinations that
+      are not forwardable (RFC 1812 §5.3.7) and multicast: silently dropped too.
+    * For the translator's own address: answered as a host does (``local``).
+    * Untranslatable: RFC 7915 §5.4 "If the IPv6 packet is discarded, then the
+      translator SHOULD send back an ICMPv6 error message to the original sender
+      of the packet, unless the discarded packet is itself an ICMPv6 message. The
+      ICMPv6 message, if sent, has a Type of 1 (Destination Unreachable) and a
+      Code of 1 (Communication with Destination Administratively Prohibited)".
+    """
+    if reason == Drop.TO_TRANSLATOR:
+        return local.answer_ipv6(xl, bytes(buf[start:end]))
+    if (
+        reason == Drop.UNTRANSLATABLE_DESTINATION or reason == Drop.UNTRANSLATABLE_SOURCE
+    ) and not _is_icmpv6(buf, start, end):
+        return send_error(xl, buf, start, end, 1, 1, _Z4, reason)
+    return xl.drop(reason)
+
+
+def _is_icmpv6(buf: bytearray, start: int, end: int) -> bool:
+    nh = buf[start + 6]
+    if nh in WALKED_EXT:
+        nh = walk_extensions(buf, start, end, nh, False).nh
+    return nh == 58
+
+
+def too_big_for_ipv4(xl: Translator, buf: bytearray, start: int, end: int) -> tuple[int, int]:
+    """§5.1: too big for the IPv4 next hop: Packet Too Big with that MTU + 20."""
+    mtu = (min(xl.ipv4_mtu + 20, 0xFFFF)).to_bytes(4, "big")
+    return send_error(xl, buf, start, end, 2, 0, mtu, Drop.PACKET_TOO_BIG)
+
+
+def udp_zero_checksum(buf: bytearray, l4: int, end: int, addrs: bytes) -> None:
+    """A zero UDP checksum is not allowed in IPv6 (RFC 8200 §8.1), but one may arrive
+    from a local sender: compute the IPv4 one rather than pass "no checksum" on."""
+    new = checksum(buf[l4:end], pseudo_sum_v4(addrs[:4], addrs[4:], 17, end - l4)) or 0xFFFF
+    _H.pack_into(buf, l4 + 6, new)
+
+
+def send_error(
     xl: Translator,
     buf: bytearray,
     start: int,
@@ -228,5 +236,8 @@ def _icmp6_from_translator(
     rest: bytes,
     reason: Drop,
 ) -> tuple[int, int]:
+    """Drop the packet under ``reason`` and answer with our own ICMPv6 error (rate limited)."""
+    if v6_illegal_source(buf[start + 8 : start + 24]):
+        return xl.drop(reason)  # RFC 4443 §2.4 (e.5): never to ::, ::1, multicast, link-local
     pkt = icmp_errors.icmpv6_error_from_translator(xl, bytes(buf[start:end]), itype, code, rest)
     return xl.emit_error(pkt, reason, 6)

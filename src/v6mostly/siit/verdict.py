@@ -37,6 +37,18 @@ class Drop(IntEnum):
     MULTICAST = 18
     NO_TRANSLATOR_ADDRESS = 19
     HOP_BY_HOP_NOT_FIRST = 20
+    #: RFC 1812 §5.3.7, RFC 3927 §7, RFC 6890: 0/8, 127/8, 169.254/16, 240/4
+    #: (with 255.255.255.255) and, as a source, 224/4 are never forwarded.
+    NOT_FORWARDABLE_SOURCE = 21
+    NOT_FORWARDABLE_DESTINATION = 22
+    #: Addressed to the translator's own address and not an echo request:
+    #: answered as a host does (ICMP unreachable), never translated.
+    TO_TRANSLATOR = 23
+    #: The packet inside an ICMP error could not be translated (RFC 7915 §4.3/§5.3).
+    INNER_UNTRANSLATABLE_SOURCE = 24
+    INNER_UNTRANSLATABLE_DESTINATION = 25
+    INNER_NOT_FORWARDABLE = 26
+    INNER_MALFORMED = 27
 
 
 DROP_NAMES = tuple(d.name.lower() for d in Drop)
@@ -68,7 +80,10 @@ class Stats:
     """
 
     N_DROPS = len(Drop)
-    SIZE = 8 + 8 + N_DROPS + 2 + 2
+    #: ``misc``: fragments out, hairpinned, ICMP errors suppressed by the rate
+    #: limit, echo replies and errors answered for the translator's own address.
+    N_MISC = 4
+    SIZE = 8 + 8 + N_DROPS + 2 + N_MISC
 
     def __init__(self, backing: MutableSequence[int] | None = None) -> None:
         nd = self.N_DROPS
@@ -77,7 +92,7 @@ class Stats:
             self.octets: MutableSequence[int] = [0] * 8
             self.drops: MutableSequence[int] = [0] * nd
             self.icmp_errors: MutableSequence[int] = [0, 0]  # generated, per family 4/6
-            self.misc: MutableSequence[int] = [0, 0]  # fragments out, hairpinned
+            self.misc: MutableSequence[int] = [0] * self.N_MISC
             return
         if len(backing) < self.SIZE:
             raise ValueError(f"Stats backing needs {self.SIZE} counters")
@@ -85,7 +100,7 @@ class Stats:
         self.octets = backing[8:16]
         self.drops = backing[16 : 16 + nd]
         self.icmp_errors = backing[16 + nd : 18 + nd]
-        self.misc = backing[18 + nd : 20 + nd]
+        self.misc = backing[18 + nd : 18 + nd + self.N_MISC]
 
     @property
     def fragments_out(self) -> int:
@@ -102,6 +117,24 @@ class Stats:
     @hairpinned.setter
     def hairpinned(self, value: int) -> None:
         self.misc[1] = value
+
+    @property
+    def icmp_errors_suppressed(self) -> int:
+        """ICMP errors the translator would have sent but the rate limit held back."""
+        return self.misc[2]
+
+    @icmp_errors_suppressed.setter
+    def icmp_errors_suppressed(self, value: int) -> None:
+        self.misc[2] = value
+
+    @property
+    def local_replies(self) -> int:
+        """Packets to the translator's own addresses answered by the translator itself."""
+        return self.misc[3]
+
+    @local_replies.setter
+    def local_replies(self, value: int) -> None:
+        self.misc[3] = value
 
     def merge(self, other: Stats) -> None:
         for mine, theirs in (
@@ -126,6 +159,8 @@ class Stats:
         out["icmpv6_errors_generated"] = self.icmp_errors[1]
         out["fragments_out"] = self.fragments_out
         out["hairpinned"] = self.hairpinned
+        out["icmp_errors_suppressed"] = self.icmp_errors_suppressed
+        out["local_replies"] = self.local_replies
         return out
 
     def total_drops(self) -> int:
