@@ -53,3 +53,37 @@ def test_core_relative_imports_stay_in_core() -> None:
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
                     assert node.module.split(".")[0] in allowed, f"{f.name} imports ..{node.module}"
+
+
+def _runtime_siblings(path: Path) -> set[str]:
+    """Modules of the same package that ``path`` imports at run time (not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for n in ast.walk(node))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, ast.ImportFrom) or node.level != 1:
+            continue
+        if node.module:
+            out.add(node.module.split(".")[0])
+        else:
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_siit_modules_import_no_cycle() -> None:
+    """Issue 8: the header walkers live in one module both directions import, so the
+    translation modules form no import circle (imports inside functions count too)."""
+    pkg = Path(v6mostly.__file__).parent / "siit"
+    graph = {f.stem: _runtime_siblings(f) for f in pkg.glob("*.py")}
+    assert "headers" in graph["v6_to_v4"] and "headers" in graph["icmp_errors"]
+
+    def visit(mod: str, stack: list[str]) -> None:
+        assert mod not in stack, "import cycle: " + " -> ".join([*stack, mod])
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep, [*stack, mod])
+
+    for mod in graph:
+        visit(mod, [])

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 _V4 = struct.Struct("!BBHHHBBH")
 _V6 = struct.Struct("!IHBB")
 _H = struct.Struct("!H")
-_PROTO_CLASS = {6: P_TCP, 17: P_UDP, 58: P_ICMP}
+#: Counter class by protocol number (a tuple index is cheaper than a dict lookup).
+_PROTO_CLASS = tuple(
+    P_TCP if p == 6 else P_UDP if p == 17 else P_ICMP if p == 58 else P_OTHER for p in range(256)
+)
 _from_bytes = int.from_bytes
 _Z4 = b"\x00\x00\x00\x00"
 
@@ -101,24 +104,11 @@ def translate_4to6(
 
     # -- §4.5 transport-layer headers: only a first fragment carries one ----------------
     if not frag & 0x1FFF:
-        if proto == 6:
-            if payload < 20:
-                return xl.drop(Drop.MALFORMED)
-            if delta:
-                update_at(buf, l4 + 16, delta, False)
-        elif proto == 17:
-            if payload < 8:
-                return xl.drop(Drop.MALFORMED)
-            c = l4 + 6
-            if not (buf[c] or buf[c + 1]):
-                refused = udp_zero_checksum(xl, buf, start, end, l4, addrs, is_frag)
-                if refused is not None:
-                    return refused
-            elif delta:
-                update_at(buf, c, delta, True)
-        elif proto == 1:
-            echo_4to6(buf, l4, addrs[:16], addrs[16:], payload)
-            proto = 58
+        refused = translate_transport(xl, buf, start, end, l4, proto, addrs, delta, is_frag)
+        if refused is not None:
+            return refused
+    if proto == 1:
+        proto = 58
 
     # -- §4 "Fragment Header": fragments, and DF=0 packets over the lowest IPv6 MTU -----
     tc = 0 if xl.reset_tc else tos
@@ -131,7 +121,7 @@ def translate_4to6(
     buf[o + 8 : o + 40] = addrs
     if hairpin:
         xl.stats.hairpinned += 1
-    i = _PROTO_CLASS.get(proto, P_OTHER)
+    i = _PROTO_CLASS[proto]
     xl.c_packets[i] += 1
     xl.c_octets[i] += end - o
     return o, end
@@ -194,6 +184,38 @@ def too_big_for_ipv6(xl: Translator, buf: bytearray, start: int, end: int) -> tu
     return send_error(xl, buf, start, end, 3, 4, mtu, Drop.PACKET_TOO_BIG)
 
 
+def translate_transport(
+    xl: Translator,
+    buf: bytearray,
+    start: int,
+    end: int,
+    l4: int,
+    proto: int,
+    addrs: bytes,
+    delta: int,
+    is_frag: int,
+) -> tuple[int, int] | None:
+    """§4.5 "Transport-Layer Header Translation": the TCP/UDP checksum follows the
+    pseudo-header change (RFC 1624; no work for a checksum-neutral mapping), an ICMP
+    echo becomes ICMPv6 (§4.2). ``None``: done, translation goes on."""
+    if proto == 6:
+        if end - l4 < 20:
+            return xl.drop(Drop.MALFORMED)
+        if delta:
+            update_at(buf, l4 + 16, delta, False)
+    elif proto == 17:
+        if end - l4 < 8:
+            return xl.drop(Drop.MALFORMED)
+        c = l4 + 6
+        if not (buf[c] or buf[c + 1]):
+            return udp_zero_checksum(xl, buf, start, end, l4, addrs, is_frag)
+        if delta:
+            update_at(buf, c, delta, True)
+    elif proto == 1:
+        echo_4to6(buf, l4, addrs[:16], addrs[16:], end - l4)
+    return None
+
+
 def udp_zero_checksum(
     xl: Translator, buf: bytearray, start: int, end: int, l4: int, addrs: bytes, is_frag: int
 ) -> tuple[int, int] | None:
@@ -236,7 +258,7 @@ def to_fragments(
         frag & 0x1FFF,
         bool(frag & 0x2000),
     )
-    return xl.emit(DIR_4TO6, _PROTO_CLASS.get(nh, P_OTHER), pkts)
+    return xl.emit(DIR_4TO6, _PROTO_CLASS[nh], pkts)
 
 
 def send_error(

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 _V6 = struct.Struct("!IHBB")
 _V4 = struct.Struct("!BBHHHBBH")
 _H = struct.Struct("!H")
-_PROTO_CLASS = {6: P_TCP, 17: P_UDP, 1: P_ICMP}
+#: Counter class by protocol number (a tuple index is cheaper than a dict lookup).
+_PROTO_CLASS = tuple(
+    P_TCP if p == 6 else P_UDP if p == 17 else P_ICMP if p == 1 else P_OTHER for p in range(256)
+)
 _from_bytes = int.from_bytes
 _Z4 = b"\x00\x00\x00\x00"
 
@@ -102,23 +105,9 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
     # -- §5.5 transport-layer headers: only a first fragment carries one ---------------
     proto = 1 if nh == 58 else nh
     if offset == 0:
-        if proto == 6:
-            if payload < 20:
-                return xl.drop(Drop.MALFORMED)
-            if delta:
-                update_at(buf, l4 + 16, delta, False)
-        elif proto == 17:
-            if payload < 8:
-                return xl.drop(Drop.MALFORMED)
-            c = l4 + 6
-            if not (buf[c] or buf[c + 1]):
-                if is_frag:
-                    return xl.drop(Drop.UDP_ZERO_CHECKSUM_FRAGMENT)
-                udp_zero_checksum(buf, l4, end, addrs)
-            elif delta:
-                update_at(buf, c, delta, True)
-        elif proto == 1:
-            echo_6to4(buf, l4, end, key[:16], key[16:], payload)
+        refused = translate_transport(xl, buf, l4, end, proto, key, addrs, delta, is_frag)
+        if refused is not None:
+            return refused
 
     # -- §5.1 "Identification" / "Flags" ---------------------------------------------
     if frag_pos >= 0:
@@ -141,7 +130,7 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
     if hairpin:
         # RFC 7757 §4.3: the destination is an EAM'd IPv6 node: translate back.
         return v4_to_v6.translate_4to6(xl, buf, o, end, True)
-    i = 4 + _PROTO_CLASS.get(proto, P_OTHER)
+    i = 4 + _PROTO_CLASS[proto]
     xl.c_packets[i] += 1
     xl.c_octets[i] += end - o
     return o, end
@@ -217,6 +206,41 @@ def too_big_for_ipv4(xl: Translator, buf: bytearray, start: int, end: int) -> tu
     """§5.1: too big for the IPv4 next hop: Packet Too Big with that MTU + 20."""
     mtu = (min(xl.ipv4_mtu + 20, 0xFFFF)).to_bytes(4, "big")
     return send_error(xl, buf, start, end, 2, 0, mtu, Drop.PACKET_TOO_BIG)
+
+
+def translate_transport(
+    xl: Translator,
+    buf: bytearray,
+    l4: int,
+    end: int,
+    proto: int,
+    key: bytes,
+    addrs: bytes,
+    delta: int,
+    is_frag: int,
+) -> tuple[int, int] | None:
+    """§5.5 "Transport-Layer Header Translation": the TCP/UDP checksum follows the
+    pseudo-header change (RFC 1624; no work for a checksum-neutral mapping), an ICMPv6
+    echo becomes ICMPv4 (§5.2) and loses the pseudo-header (``key``: the IPv6
+    addresses). ``None``: done, translation goes on."""
+    if proto == 6:
+        if end - l4 < 20:
+            return xl.drop(Drop.MALFORMED)
+        if delta:
+            update_at(buf, l4 + 16, delta, False)
+    elif proto == 17:
+        if end - l4 < 8:
+            return xl.drop(Drop.MALFORMED)
+        c = l4 + 6
+        if not (buf[c] or buf[c + 1]):
+            if is_frag:
+                return xl.drop(Drop.UDP_ZERO_CHECKSUM_FRAGMENT)
+            udp_zero_checksum(buf, l4, end, addrs)
+        elif delta:
+            update_at(buf, c, delta, True)
+    elif proto == 1:
+        echo_6to4(buf, l4, end, key[:16], key[16:], end - l4)
+    return None
 
 
 def udp_zero_checksum(buf: bytearray, l4: int, end: int, addrs: bytes) -> None:
