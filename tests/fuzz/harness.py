@@ -26,7 +26,28 @@ def seeds() -> list[bytes]:
         out = [p.read_bytes() for p in sorted(base.rglob("*.pkt"))]
     except (ImportError, FileNotFoundError):
         pass
-    return out or [bytes.fromhex("4500001c000100004011f7c6c633640acb0071100001000200080000")]
+    out = out or [bytes.fromhex("4500001c000100004011f7c6c633640acb0071100001000200080000")]
+    return out + own_address_seeds()
+
+
+def own_address_seeds() -> list[bytes]:
+    """Packets for the first translator's own addresses (echo, UDP, another protocol,
+    hop limit 1), so the mutations reach the answers of ``siit.local``."""
+    from v6mostly.siit.icmp_errors import build_v4, build_v6
+
+    own4, own6 = bytes([198, 51, 100, 1]), bytes.fromhex("20010db801c000020001000000000000")
+    peer4, peer6 = bytes([198, 51, 100, 2]), bytes.fromhex("20010db801c000020021000000000000")
+    echo = bytes.fromhex("0800f7fe00010000")
+    echo6 = bytes.fromhex("8000000000010000")
+    udp = bytes.fromhex("0007000900080000")
+    return [
+        build_v4(0, 1, 0, 64, 1, peer4, own4, echo),
+        build_v4(0, 1, 0, 1, 17, peer4, own4, udp),
+        build_v4(0, 1, 0, 64, 253, peer4, own4, b"12345678"),
+        build_v6(0, 8, 58, 64, peer6, own6) + echo6,
+        build_v6(0, 8, 17, 1, peer6, own6) + udp,
+        build_v6(0, 8, 60, 64, peer6, own6) + bytes((253, 0)) + bytes(6),
+    ]
 
 
 def translators() -> list[Translator]:
@@ -110,6 +131,7 @@ def run(n: int, seed: int = 0, report_every: int = 0) -> dict[str, int]:
         if report_every and (i + 1) % report_every == 0:
             rate = (i + 1) / (time.monotonic() - t0)
             print(f"{i + 1} inputs, {rate:.0f}/s, {counts}", flush=True)
+    counts["local_replies"] = sum(x.stats.local_replies for x in xls)
     return counts
 
 
