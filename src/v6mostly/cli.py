@@ -97,7 +97,7 @@ def _config_from_args(args: argparse.Namespace) -> TranslatorConfig:
         eam.append((a, b))
     if args.pool6:
         validate_pref64(parse_prefix(args.pool6))
-    return TranslatorConfig(
+    cfg = TranslatorConfig(
         pool6=args.pool6,
         eam=eam,
         pool6791_v4=list(args.pool6791 or []),
@@ -106,6 +106,23 @@ def _config_from_args(args: argparse.Namespace) -> TranslatorConfig:
         lowest_ipv6_mtu=args.lowest_ipv6_mtu,
         decrement_ttl=args.decrement_ttl,
     )
+    for flag, attr, low, high in _RATELIMIT_FLAGS:
+        v = getattr(args, attr, None)
+        if v is None:
+            continue
+        if not low <= v <= high:
+            raise V6mostlyError(f"--{flag} {v}: expected an integer from {low} to {high}")
+        setattr(cfg, attr, v)
+    return cfg
+
+
+#: ``siit`` flags of the ICMP-error rate limit: (flag, TranslatorConfig field, range).
+_RATELIMIT_FLAGS = (
+    ("icmp-ratelimit-ms", "icmp_ratelimit_ms", 0, 3_600_000),
+    ("icmp-ratelimit-burst", "icmp_ratelimit_burst", 1, 1_000_000),
+    ("icmp-msgs-per-sec", "icmp_msgs_per_sec", 0, 10_000_000),
+    ("icmp-msgs-burst", "icmp_msgs_burst", 1, 10_000_000),
+)
 
 
 def _run(
@@ -115,7 +132,8 @@ def _run(
     drops: Counter[str] = Counter()
     for ts, pkt in packets:
         n_in += 1
-        v = xl.translate(pkt)
+        # The capture's clock drives the ICMP error rate limit, as time would on a TUN.
+        v = xl.translate(pkt, now=ts / 1e9)
         if trace:
             print(f"#{n_in:<3} in   {describe(pkt)}")
         for out in v.packets:
@@ -327,8 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--routes", action="store_true", help="also route pool6 and EAM prefixes into the TUN"
     )
     si.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics")
+    si.add_argument(
+        "--decrement-ttl",
+        action="store_true",
+        help="decrement TTL/Hop Limit here too (TAYGA/Jool: two hops in traceroute); "
+        "default: copy it, the kernel decrements on the way into and out of the TUN",
+    )
+    si.add_argument(
+        "--icmp-ratelimit-ms",
+        type=int,
+        metavar="MS",
+        help="own ICMP errors per source: one per MS after a burst (default 1000; 0 = off)",
+    )
+    si.add_argument("--icmp-ratelimit-burst", type=int, metavar="N", help="(default 6)")
+    si.add_argument(
+        "--icmp-msgs-per-sec",
+        type=int,
+        metavar="N",
+        help="own ICMP errors in all, shared out among the workers (default 1000; 0 = off)",
+    )
+    si.add_argument("--icmp-msgs-burst", type=int, metavar="N", help="(default 50)")
     _service_flags(si)
-    si.set_defaults(func=cmd_siit, decrement_ttl=False)
+    si.set_defaults(func=cmd_siit)
 
     pl = sub.add_parser("plat", help="run a stateful NAT64 (SIIT + nftables NAPT66)")
     pl.add_argument("--config", required=True, help="TOML configuration file")

@@ -20,6 +20,11 @@ Example (``v6mostly plat``)::
     ipv6_address = "2001:db8:46::fffe" # source of its own ICMPv6 errors
     pool6791 = ["198.51.100.253"]
     eam = [{ ipv6 = "2001:db8:46::10/128", ipv4 = "198.51.100.10/32" }]
+    decrement_ttl = false   # true: TAYGA/Jool behaviour (the box shows as two hops)
+    icmp_ratelimit_ms = 1000    # per source of the offending packets (0 = off)
+    icmp_ratelimit_burst = 6
+    icmp_msgs_per_sec = 1000    # all ICMP errors of the translator (0 = off),
+    icmp_msgs_burst = 50        # shared out among the workers
 
     [napt66]
     inside = ["2001:db8:1::/64"]       # client prefixes that may open flows
@@ -28,6 +33,8 @@ Example (``v6mostly plat``)::
     udp_oneshot_timeout = 10
     # private_egress = { ipv6 = "2001:db8:46::2", ipv4 = "198.51.100.2",
     #                    destinations = ["10.0.0.0/8"] }
+    reachable_host_addresses = []  # this host's IPv4 addresses clients may reach
+                                   # through the Pref64 (e.g. ["192.0.2.1"])
 
     [routing]
     table = 0               # policy routing table for traffic leaving the TUN (0 = none)
@@ -46,6 +53,12 @@ from typing import Any
 
 from .addr.rfc6052 import parse_prefix, validate_pref64
 from .errors import AddressError, ConfigError
+from .siit.ratelimit import (
+    DEFAULT_BURST,
+    DEFAULT_GLOBAL_BURST,
+    DEFAULT_INTERVAL_MS,
+    DEFAULT_RATE,
+)
 from .siit.translator import Translator, TranslatorConfig
 
 
@@ -85,6 +98,9 @@ class Napt66Settings:
     private_egress: PrivateEgress | None = None
     port_min: int = 1024
     port_max: int = 65535
+    #: This host's own IPv4 addresses that clients may reach through the Pref64;
+    #: translated traffic to any other local address is dropped (and counted).
+    reachable_host_addresses: list[ipaddress.IPv4Network] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +247,11 @@ def parse_translator(r: _Reader) -> TranslatorConfig:
         amend_udp_checksum_zero=r.get("amend_udp_checksum_zero", bool, True),
         reset_traffic_class=r.get("reset_traffic_class", bool, False),
         hairpinning=r.get("hairpinning", bool, True),
+        decrement_ttl=r.get("decrement_ttl", bool, False),
+        icmp_ratelimit_ms=r.integer("icmp_ratelimit_ms", DEFAULT_INTERVAL_MS, 0, 3_600_000),
+        icmp_ratelimit_burst=r.integer("icmp_ratelimit_burst", DEFAULT_BURST, 1, 1_000_000),
+        icmp_msgs_per_sec=r.integer("icmp_msgs_per_sec", DEFAULT_RATE, 0, 10_000_000),
+        icmp_msgs_burst=r.integer("icmp_msgs_burst", DEFAULT_GLOBAL_BURST, 1, 10_000_000),
     )
     r.finish()
     try:
@@ -292,7 +313,14 @@ def parse_napt66(r: _Reader) -> Napt66Settings:
                 for i, d in enumerate(dests)
             ],
         )
+    reachable = []
+    for i, a in enumerate(r.get("reachable_host_addresses", list, [])):
+        k = f"reachable_host_addresses[{i}]"
+        if not isinstance(a, str):
+            raise r.fail(k, a, "expected an IPv4 address or prefix string")
+        reachable.append(ipaddress.IPv4Network(_network(r, k, a, 4)))
     s = Napt66Settings(
+        reachable_host_addresses=reachable,
         inside=inside,
         outer=outer,
         udp_oneshot_ports=list(ports),
@@ -338,6 +366,22 @@ def check_private_egress(source: str, s: Napt66Settings, t: TranslatorConfig) ->
             )
 
 
+def check_reachable_host(source: str, s: Napt66Settings, t: TranslatorConfig) -> None:
+    """A listed host address must be expressible in the Pref64 (RFC 6052 §3.1)."""
+    if t.pool6 is None:
+        return
+    from .addr.rfc6052 import Pref64
+
+    p = Pref64(t.pool6)
+    for i, a in enumerate(s.reachable_host_addresses):
+        if p.embed(a.network_address.packed) is None:
+            raise ConfigError(
+                f'{source}: [napt66] reachable_host_addresses[{i}] = "{a}": not reachable '
+                f"through pool6 {t.pool6}: the Well-Known Prefix must not carry non-global "
+                "IPv4 addresses (RFC 6052 §3.1); use a network-specific Pref64"
+            )
+
+
 def load(path: str, plat: bool) -> Settings:
     """Read and validate a ``siit`` (``plat=False``) or ``plat`` configuration file."""
     data = read_toml(path)
@@ -370,6 +414,7 @@ def load(path: str, plat: bool) -> Settings:
     if napt is not None:
         check_outer_mapping(path, napt, translator)
         check_private_egress(path, napt, translator)
+        check_reachable_host(path, napt, translator)
     rt = _section(path, data, "routing")
     table = rt.integer("table", 0, 0, 0xFFFFFFFF)
     manage = rt.get("routes", bool, plat)

@@ -67,6 +67,27 @@ class DataplaneCollector(Collector):
         ie.add_metric(["ipv6"], st.icmp_errors[1])
         yield ie
         yield CounterMetricFamily(
+            "v6mostly_icmp_errors_suppressed",
+            "ICMP errors the translator would have originated but its rate limit held back",
+            value=st.icmp_errors_suppressed,
+        )
+        yield CounterMetricFamily(
+            "v6mostly_local_replies",
+            "Packets to the translator's own addresses it answered itself",
+            value=st.local_replies,
+        )
+        yield CounterMetricFamily(
+            "v6mostly_hairpinned", "Packets hairpinned (RFC 7757 §4.3)", value=st.hairpinned
+        )
+        wp = CounterMetricFamily(
+            "v6mostly_worker_translated_packets",
+            "Packets translated by each worker (queue balance)",
+            labels=["worker"],
+        )
+        for i in range(self.dp.counters.slots):
+            wp.add_metric([str(i)], sum(self.dp.counters.stats(i).packets))
+        yield wp
+        yield CounterMetricFamily(
             "v6mostly_fragments_out", "Fragments written", value=st.fragments_out
         )
         yield CounterMetricFamily(

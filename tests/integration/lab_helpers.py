@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,3 +46,32 @@ def pyexec(lab: Lab, node: str, code: str, *args: str, timeout: float = 30) -> s
     if r.returncode != 0:
         raise AssertionError(f"snippet failed in {node}: {r.stderr.strip()[-800:]}")
     return r.stdout
+
+
+def nsrun(ns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a command inside namespace ``ns``; never raises on its exit code."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def throwaway_netns(prefix: str) -> Iterator[str]:
+    """A namespace with lo up, named with a per-run suffix; removed with every process
+    in it at the end, also on failure."""
+    require_root()
+    name = prefix + os.urandom(3).hex()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        nsrun(name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        for p in pids.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(p), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], check=False)

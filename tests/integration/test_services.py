@@ -6,7 +6,6 @@ at the end, also on failure).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import require_root, wait_for
+from tests.integration.lab_helpers import nsrun, require_root, throwaway_netns, wait_for
 from v6mostly.lab.topology import Lab, LabConfig, running_lab, server6
 
 pytestmark = pytest.mark.integration
@@ -25,24 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    require_root()
-    name = "v6m-svc-" + os.urandom(3).hex()
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with throwaway_netns("v6m-svc-") as name:
         yield name
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
-        for p in pids.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(p), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def nsrun(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=30, check=False
-    )
 
 
 def start(ns: str, *argv: str, log: Path) -> subprocess.Popen[bytes]:

@@ -166,3 +166,79 @@ class Applied:
             except NetlinkError as e:
                 log.warning("%s", e)
         self.routes, self.rules, self.sysctls = [], [], {}
+
+
+RTMGRP_LINK = 1
+RTM_NEWLINK = 16
+
+
+def link_mtu(dev: str) -> int:
+    """The current MTU of ``dev`` (pyroute2)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)
+        if not idx:
+            raise NetlinkError(f"link {dev} does not exist")
+        return int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
+
+
+class LinkWatch:
+    """RTM_NEWLINK notifications for one device (RTNLGRP_LINK), read without blocking.
+
+    With ``sigio`` the socket raises SIGIO in this process when a notification
+    arrives, so a supervisor waiting in ``sigtimedwait`` learns of it at once.
+    ``poll`` drains the socket and returns the device's latest MTU, or None when
+    it did not change.
+    """
+
+    def __init__(self, dev: str, mtu: int, sigio: bool = True) -> None:
+        import fcntl
+        import os
+
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=dev)
+        if not idx:
+            raise NetlinkError(f"link {dev} does not exist")
+        self.dev = dev
+        self.index = idx[0]
+        self.mtu = mtu
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, RTMGRP_LINK))
+        self.sock.setblocking(False)
+        if sigio:
+            fd = self.sock.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+
+    def poll(self) -> int | None:
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+        latest = None
+        marshal = MarshalRtnl()
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as e:  # ENOBUFS: notifications lost; ask for the state
+                log.warning("link watch on %s: %s; re-reading the MTU", self.dev, e.strerror)
+                latest = link_mtu(self.dev)
+                continue
+            for msg in marshal.parse(data):
+                if msg.get("header", {}).get("type") != RTM_NEWLINK:
+                    continue
+                if msg.get("index") != self.index:
+                    continue
+                mtu = msg.get_attr("IFLA_MTU")
+                if mtu is not None:
+                    latest = int(mtu)
+        if latest is None or latest == self.mtu:
+            return None
+        self.mtu = latest
+        return latest
+
+    def close(self) -> None:
+        self.sock.close()

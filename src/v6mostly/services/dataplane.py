@@ -15,8 +15,21 @@ predecessor stopped.
 
 A worker that dies is restarted (counted, logged). SIGTERM/SIGINT stop the
 workers; SIGHUP hands them a new configuration by replacing them one at a
-time (the translator is stateless and the queue keeps packets meanwhile, so no
-flow is dropped).
+time. A replacement loses no packet: the new worker is forked on the same
+queue fd *before* the old one is told to stop (two readers of one queue: each
+packet goes to one of them), and a worker stops only between packets — its
+SIGTERM handler raises at once only when the signal interrupted a blocking
+``readv`` (nothing read yet); otherwise it swaps the read buffer for a
+read-only one, so the packet in hand is written and the *next* ``readv``
+fails before reading anything (see ``_stop_between_packets``). The hot loops
+carry no flag test for this.
+
+Each worker's translator gets its own slice of the IPv4 Identification space
+(RFC 6864 §4.1: no two workers emit the same ID; a replacement takes the other
+half of its worker's slice, so it never overlaps the worker it replaces) with a
+random start, an equal share of the global ICMP-error allowance, and the TUN
+MTU, which the supervisor updates at run time through shared memory and
+SIGUSR1.
 """
 
 from __future__ import annotations
@@ -31,7 +44,8 @@ import sys
 import time
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
-from typing import cast
+from types import FrameType
+from typing import Any, Protocol, cast
 
 from ..linux.tun import Tun
 from ..siit.translator import HEADROOM, Translator
@@ -57,13 +71,25 @@ BUFSIZE = 65536 + 256
 
 
 class SharedCounters:
-    """Counter slots in anonymous shared memory, inherited by forked workers."""
+    """Counter slots in anonymous shared memory, inherited by forked workers.
+
+    After the slots, one control word: the TUN MTU the workers should use.
+    """
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.width = Stats.SIZE + len(WORKER_COUNTERS)
-        self._mm = mmap.mmap(-1, 8 * self.width * slots)
+        self._mm = mmap.mmap(-1, 8 * (self.width * slots + 1))
         self._view = memoryview(self._mm).cast("Q")
+
+    @property
+    def link_mtu(self) -> int:
+        """The TUN MTU (0: not set); written by the supervisor, read by workers on SIGUSR1."""
+        return int(self._view[self.width * self.slots])
+
+    @link_mtu.setter
+    def link_mtu(self, value: int) -> None:
+        self._view[self.width * self.slots] = value
 
     def slot(self, i: int) -> memoryview:
         return self._view[i * self.width : (i + 1) * self.width]
@@ -108,6 +134,7 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     mv = memoryview(buf)
     start = HEADROOM
     rd = [mv[start:]]
+    _LOOP.enter(rd)
     readv = os.readv
     write = os.write
     translate_into = xl.translate_into
@@ -157,48 +184,56 @@ def handle_vnet_packet(
         w[W_GSO] += 1
         if gso_size:
             w[W_SEGS] += max(1, -(-(end - start - hl) // gso_size))
-    fast = _vnet_fast(xl, buf, n, fields)
-    if fast is not None:
-        return fast
-    hdr = vnet.VnetHeader(*fields)
-    out: list[bytes | bytearray | memoryview] = []
+        # The kernel cuts it into gso_size segments after we write it: the
+        # translator's next-hop MTU checks (Packet Too Big) are not for it.
+        xl.gso = True
     try:
-        if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
-            if hdr.gso_type != vnet.GSO_NONE:
-                w[W_SWSEG] += 1
-                for seg in vnet.segment(hdr, buf, start, end):
-                    out.extend(_translate_plain(xl, seg))
-                return out
-            w[W_CSUM] += 1
-            vnet.finish_checksum(hdr, buf, start, end)
-            hdr = vnet.VnetHeader()
-        elif hdr.gso_type != vnet.GSO_NONE and not hdr.flags & vnet.F_NEEDS_CSUM:
-            raise vnet.VnetError("GSO packet without NEEDS_CSUM")
-    except vnet.VnetError:
-        w[W_VNET] += 1
-        return []
-    s, e = xl.translate_into(buf, start, end)
-    if s >= 0:
+        fast = _vnet_fast(xl, buf, n, fields)
+        if fast is not None:
+            return fast
+        hdr = vnet.VnetHeader(*fields)
+        out: list[bytes | bytearray | memoryview] = []
         try:
-            nh = vnet.after_translation(hdr, buf, s, e)
+            if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
+                if hdr.gso_type != vnet.GSO_NONE:
+                    w[W_SWSEG] += 1
+                    xl.gso = False  # the segments are ordinary packets
+                    for seg in vnet.segment(hdr, buf, start, end):
+                        out.extend(_translate_plain(xl, seg))
+                    return out
+                w[W_CSUM] += 1
+                vnet.finish_checksum(hdr, buf, start, end)
+                hdr = vnet.VnetHeader()
+            elif hdr.gso_type != vnet.GSO_NONE and not hdr.flags & vnet.F_NEEDS_CSUM:
+                raise vnet.VnetError("GSO packet without NEEDS_CSUM")
         except vnet.VnetError:
             w[W_VNET] += 1
             return []
-        vnet.HDR.pack_into(
-            buf,
-            s - H,
-            nh.flags,
-            nh.gso_type,
-            nh.hdr_len,
-            nh.gso_size,
-            nh.csum_start,
-            nh.csum_offset,
-        )
-        out.append(memoryview(buf)[s - H : e])
-    elif s == SLOW:
-        out.extend(_ZERO_HDR + p for p in xl.pending)
-        xl.pending.clear()
-    return out
+        s, e = xl.translate_into(buf, start, end)
+        if s >= 0:
+            try:
+                nh = vnet.after_translation(hdr, buf, s, e)
+            except vnet.VnetError:
+                w[W_VNET] += 1
+                return []
+            vnet.HDR.pack_into(
+                buf,
+                s - H,
+                nh.flags,
+                nh.gso_type,
+                nh.hdr_len,
+                nh.gso_size,
+                nh.csum_start,
+                nh.csum_offset,
+            )
+            out.append(memoryview(buf)[s - H : e])
+        elif s == SLOW:
+            out.extend(_ZERO_HDR + p for p in xl.pending)
+            xl.pending.clear()
+        return out
+    finally:
+        if fields[1]:
+            xl.gso = False
 
 
 _unpack_hdr = vnet.HDR.unpack_from
@@ -304,6 +339,7 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     buf = bytearray(BUFSIZE)
     mv = memoryview(buf)
     rd = [mv[HEADROOM:]]
+    _LOOP.enter(rd)
     readv = os.readv
     write = os.write
     H = vnet.VNET_HDR_LEN
@@ -339,35 +375,109 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
             pending.clear()
 
 
+class _Loop:
+    """What a worker's stop handler needs to know about the loop it interrupts."""
+
+    def __init__(self) -> None:
+        self.rd: list[Any] | None = None
+        self.base = 0
+        self.stopping = False
+
+    def enter(self, rd: list[Any]) -> None:
+        self.rd = rd
+        self.base = self.refs()
+        self.stopping = False
+
+    def refs(self) -> int:
+        assert self.rd is not None
+        return sys.getrefcount(self.rd[0])
+
+    def in_readv(self) -> bool:
+        """True while ``os.readv`` holds the read buffer: the call is inside the kernel
+        (a signal handler then runs only because the blocking read was interrupted,
+        EINTR, before anything was read). ``os.readv`` holds a buffer export on the
+        memoryview for exactly the duration of the call, one more reference to it."""
+        return self.rd is not None and self.refs() > self.base
+
+
+_LOOP = _Loop()
+#: A read-only buffer: ``os.readv`` refuses it (BufferError) before any syscall.
+_STOP_BUFFER = b"\0"
+
+
+def _stop_between_packets(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT in a worker: stop without losing the packet in hand.
+
+    Blocked in ``readv`` (nothing read): leave now. Anywhere else (a packet is
+    being translated or written, or the loop is between calls): let it finish;
+    the next ``readv`` raises BufferError on the read-only buffer instead of
+    reading, and the worker exits cleanly (``_worker_entry``).
+    """
+    _LOOP.stopping = True
+    if _LOOP.rd is None or _LOOP.in_readv():
+        raise SystemExit(0)
+    _LOOP.rd[0] = _STOP_BUFFER
+
+
+def _follow_mtu(
+    xl: Translator, counters: SharedCounters
+) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        apply_link_mtu(xl, counters.link_mtu)
+
+    return handler
+
+
+def apply_link_mtu(xl: Translator, mtu: int) -> None:
+    """The TUN's MTU is the next-hop MTU of both sides (RFC 7915 §4.2, §5.2); an
+    IPv6 link cannot go below 1280 (the kernel turns IPv6 off on it then)."""
+    if mtu:
+        xl.set_link_mtu(max(mtu, 1280), max(min(mtu, 65535), 68))
+
+
 @dataclass
 class WorkerSpec:
     index: int
     fd: int
     pid: int = 0
     started: float = 0.0
+    #: Spawns of this worker so far: its IPv4 ID slice alternates with the parity.
+    generation: int = 0
 
 
-def _worker_entry(fd: int, vnet_mode: bool, xl: Translator, w: memoryview) -> None:
-    def _stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
+class TranslatorFactory(Protocol):
+    def __call__(self, stats: Stats, index: int, count: int, generation: int) -> Translator: ...
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+
+def _worker_entry(
+    fd: int, vnet_mode: bool, xl: Translator, w: memoryview, counters: SharedCounters
+) -> None:
+    signal.signal(signal.SIGTERM, _stop_between_packets)
+    signal.signal(signal.SIGINT, _stop_between_packets)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _follow_mtu(xl, counters))
+    apply_link_mtu(xl, counters.link_mtu)
     signal.pthread_sigmask(
-        signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+        signal.SIG_UNBLOCK,
+        {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1},
     )
-    if vnet_mode:
-        run_vnet(fd, xl, w)
-    else:
-        run_plain(fd, xl, w)
+    try:
+        if vnet_mode:
+            run_vnet(fd, xl, w)
+        else:
+            run_plain(fd, xl, w)
+    except BufferError:
+        if not _LOOP.stopping:
+            raise
+        # the stop handler's read-only buffer: stopped between packets
 
 
 class Dataplane:
     """Forks, watches and restarts the workers of one TUN device."""
 
     def __init__(
-        self, tun: Tun, make_translator: Callable[[Stats], Translator], counters: SharedCounters
+        self, tun: Tun, make_translator: TranslatorFactory, counters: SharedCounters
     ) -> None:
         self.tun = tun
         self.make_translator = make_translator
@@ -377,7 +487,10 @@ class Dataplane:
         self.stopping = False
 
     def _spawn(self, ws: WorkerSpec) -> None:
-        xl = self.make_translator(self.counters.stats(ws.index))
+        xl = self.make_translator(
+            self.counters.stats(ws.index), ws.index, len(self.workers), ws.generation
+        )
+        ws.generation += 1
         w = self.counters.worker(ws.index)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -385,7 +498,7 @@ class Dataplane:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _worker_entry(ws.fd, self.tun.vnet, xl, w)
+                _worker_entry(ws.fd, self.tun.vnet, xl, w, self.counters)
             except SystemExit:
                 code = 0
             except BaseException:
@@ -426,16 +539,26 @@ class Dataplane:
                     self._spawn(ws)
                     break
 
-    def replace_all(self, make_translator: Callable[[Stats], Translator]) -> None:
-        """Swap in a new configuration, one worker at a time."""
+    def replace_all(self, make_translator: TranslatorFactory) -> None:
+        """Swap in a new configuration, one worker at a time, without losing a packet:
+        the new worker reads the queue before the old one stops (between packets)."""
         self.make_translator = make_translator
         for ws in self.workers:
             old = ws.pid
-            if old:
-                ws.pid = 0
-                os.kill(old, signal.SIGTERM)
-                _wait_pid(old, 2.0)
             self._spawn(ws)
+            if old:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(old, signal.SIGTERM)
+                if not _wait_pid(old, 2.0):
+                    log.warning("worker %d (pid %d) did not stop in 2 s: killed", ws.index, old)
+
+    def set_link_mtu(self, mtu: int) -> None:
+        """Hand a new TUN MTU to the running workers (and to the ones spawned later)."""
+        self.counters.link_mtu = mtu
+        for ws in self.workers:
+            if ws.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(ws.pid, signal.SIGUSR1)
 
     def stop(self, timeout: float = 3.0) -> None:
         self.stopping = True
@@ -452,18 +575,20 @@ class Dataplane:
         return sum(1 for ws in self.workers if ws.pid)
 
 
-def _wait_pid(pid: int, timeout: float) -> None:
+def _wait_pid(pid: int, timeout: float) -> bool:
+    """Wait for ``pid`` to exit; SIGKILL it after ``timeout``. True: it exited by itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             p, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if p:
-            return
-        time.sleep(0.01)
+            return True
+        time.sleep(0.002)
     try:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
+    return False

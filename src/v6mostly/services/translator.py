@@ -5,28 +5,38 @@ apply routes/rules/sysctls, apply the nftables table (PLAT), fork workers,
 serve metrics. Exit (SIGTERM/SIGINT) undoes it in reverse. SIGHUP re-reads the
 configuration file and applies what can change without dropping flows: EAM
 entries and other translator settings (workers replaced one at a time), the
-nftables table (replaced atomically; NAPT bindings live in conntrack and
-survive), routes for added EAM entries. Changing the TUN or the metrics
+nftables table (rules and set elements replaced in one transaction, the table,
+its hooks and counters kept; NAPT bindings live in conntrack and survive),
+routes for added EAM entries. Changing the TUN or the metrics
 address needs a restart and is logged as such.
+
+The TUN's MTU is the translator's next-hop MTU on both sides (RFC 7915 §4.2,
+§5.2: the MTU in translated Packet Too Big / Fragmentation Needed messages is
+clamped to it). The supervisor watches RTM_NEWLINK for the TUN (a netlink
+socket that raises SIGIO) and hands a changed MTU to the running workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
-from collections.abc import Callable
+import time
 
 from .. import config as config_mod
 from ..config import Settings
 from ..errors import ConfigError, V6mostlyError
 from ..linux import netlink, nft, tun
-from ..siit.translator import Translator
+from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
-from .dataplane import Dataplane, SharedCounters
+from .dataplane import Dataplane, SharedCounters, TranslatorFactory
 
 log = logging.getLogger("v6mostly.service")
 
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGIO}
+#: Blocked in the supervisor, handled by the workers (which unblock it).
+_WORKER_SIGNALS = {signal.SIGUSR1}
 
 
 def dry_run_text(s: Settings, plat: bool) -> str:
@@ -42,11 +52,29 @@ def dry_run_text(s: Settings, plat: bool) -> str:
             if s.translator.eam
             else "no eam"
         ),
+        "ttl: "
+        + (
+            "decrement (TAYGA/Jool: the translator is a hop of its own)"
+            if s.translator.decrement_ttl
+            else "copy (the kernel decrements into and out of the TUN)"
+        ),
+        _ratelimit_text(s.translator, t.queue_count()),
+        f"next-hop mtu: the TUN's ({t.mtu}, followed at run time)",
     ]
     pl = netlink.plan(s)
     lines += pl.describe(t.name) or [
         "# no routes (routes = false): the TUN drops into your routing"
     ]
+    if plat and s.napt66 is not None:
+        reach = s.napt66.reachable_host_addresses
+        lines.append(
+            "host addresses reachable through the Pref64: "
+            + (
+                ", ".join(str(a.network_address) if a.prefixlen == 32 else str(a) for a in reach)
+                if reach
+                else "none (dropped, counted as denied_to_host)"
+            )
+        )
     if plat:
         lines += ["", "# nft -f -", nft.render_plat_table(s)]
     if s.metrics_listen:
@@ -54,11 +82,59 @@ def dry_run_text(s: Settings, plat: bool) -> str:
     return "\n".join(lines)
 
 
-def _translator_factory(s: Settings) -> Callable[[Stats], Translator]:
+def share(total: int | float, workers: int) -> int:
+    """One worker's part of a global ICMP-error allowance: ``total / workers``
+    rounded up, at least 1 (0 stays 0: the bucket is off)."""
+    if total <= 0:
+        return 0
+    return max(1, -(-int(total) // workers))
+
+
+def _ratelimit_text(cfg: TranslatorConfig, workers: int) -> str:
+    per_src = (
+        f"{cfg.icmp_ratelimit_burst} then 1 per {cfg.icmp_ratelimit_ms} ms per source"
+        if cfg.icmp_ratelimit_ms
+        else "no per-source limit"
+    )
+    total = (
+        f"{cfg.icmp_msgs_per_sec}/s burst {cfg.icmp_msgs_burst} in all "
+        f"({share(cfg.icmp_msgs_per_sec, workers)}/s burst "
+        f"{share(cfg.icmp_msgs_burst, workers)} per worker)"
+        if cfg.icmp_msgs_per_sec
+        else "no global limit"
+    )
+    return f"icmp errors: {per_src}; {total}"
+
+
+def worker_config(
+    cfg: TranslatorConfig, index: int, count: int, generation: int
+) -> TranslatorConfig:
+    """The settings of worker ``index`` of ``count`` (its ``generation``-th spawn).
+
+    * RFC 6864 §4.1: the IPv4 Identification space is cut into ``2 * count``
+      slices; the worker uses slice ``index`` or ``index + count`` (alternating
+      with each spawn, so a replacement never shares IDs with the worker it
+      replaces while both read the queue), from a random start.
+    * The global ICMP-error bucket is shared out: each worker gets
+      ``icmp_msgs_per_sec / count`` and ``icmp_msgs_burst / count``, rounded
+      up, so all workers together stay within the configured cap. The
+      per-source bucket is each worker's own (a flow stays on one queue).
+    """
+    return dataclasses.replace(
+        cfg,
+        ip_id_slice=(index + count * (generation % 2), 2 * count),
+        ip_id_seed=int.from_bytes(os.urandom(2), "big"),
+        icmp_msgs_per_sec=share(cfg.icmp_msgs_per_sec, count),
+        icmp_msgs_burst=share(cfg.icmp_msgs_burst, count) or cfg.icmp_msgs_burst,
+    )
+
+
+def _translator_factory(s: Settings) -> TranslatorFactory:
     cfg = s.translator
 
-    def make(stats: Stats) -> Translator:
-        return Translator(cfg, stats)
+    def make(stats: Stats, index: int, count: int, generation: int) -> Translator:
+        # time.monotonic: the ICMP-error rate limit sees real time (the core has no clock).
+        return Translator(worker_config(cfg, index, count, generation), stats, time.monotonic)
 
     return make
 
@@ -73,6 +149,7 @@ class TranslatorService:
         self.nft_applied = False
         self.dp: Dataplane | None = None
         self.http: object | None = None
+        self.watch: netlink.LinkWatch | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -122,6 +199,9 @@ class TranslatorService:
             self.nft_applied = True
             log.info("nftables table inet %s applied", nft.table_name(t.name))
         counters = SharedCounters(q)
+        mtu = netlink.link_mtu(t.name)
+        counters.link_mtu = mtu
+        self.watch = netlink.LinkWatch(t.name, mtu)
         self.dp = Dataplane(t, _translator_factory(s), counters)
         self.dp.start()
         log.info("%d worker(s) running", q)
@@ -180,22 +260,34 @@ class TranslatorService:
         new.tun = self.s.tun
         new.metrics_listen = self.s.metrics_listen
         if self.plat:
-            text = nft.render_plat_table(new)
-            name = nft.table_name(self.tun.name)
-            # One transaction: the table is swapped atomically.
-            nft.apply(f"table inet {name} {{}}\ndelete table inet {name}\n{text}")
+            # One transaction; the table, its hooks, sets and counters stay.
+            nft.apply(nft.render_reload(self.s, new))
         self.s = new
         self.dp.replace_all(_translator_factory(new))
         log.info("SIGHUP: configuration reloaded (%d EAM entries)", len(new.translator.eam))
+
+    def follow_mtu(self) -> None:
+        """Hand a changed TUN MTU to the workers (RFC 7915 §4.2/§5.2 clamps)."""
+        assert self.dp is not None and self.watch is not None
+        mtu = self.watch.poll()
+        if mtu is None:
+            return
+        note = " (below 1280: IPv6 side kept at 1280)" if mtu < 1280 else ""
+        log.info("tun %s: mtu now %d; next-hop MTU of the translator%s", self.watch.dev, mtu, note)
+        self.dp.set_link_mtu(mtu)
 
     def run(self) -> None:
         assert self.dp is not None
         while True:
             info = signal.sigtimedwait(_SIGNALS, 1.0)
             if info is None:
+                if self.watch is not None:
+                    self.follow_mtu()  # a missed SIGIO costs at most a second
                 continue
             if info.si_signo == signal.SIGCHLD:
                 self.dp.reap()
+            elif info.si_signo == signal.SIGIO:
+                self.follow_mtu()
             elif info.si_signo == signal.SIGHUP:
                 self.reload()
             else:
@@ -208,6 +300,8 @@ class TranslatorService:
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")
+        if self.watch is not None:
+            self.watch.close()
         if self.http is not None:
             shutdown = getattr(self.http, "shutdown", None)
             if shutdown is not None:
@@ -225,7 +319,7 @@ class TranslatorService:
 
 
 def serve_forever(s: Settings, plat: bool, replace: bool) -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS | _WORKER_SIGNALS)
     svc = TranslatorService(s, plat, replace)
     try:
         svc.start()
