@@ -413,10 +413,10 @@ def test_worker_config_slices_ids_and_shares_the_icmp_allowance() -> None:
         for i in range(3):
             w = worker_config(cfg, i, 3, gen)
             xl = Translator(w)
-            spans.append((gen % 2, i, xl.ip_id_base, xl.ip_id_base + xl.ip_id_span))
+            spans.append((gen % 2, i, xl.ip_id_base, xl.ip_id_end))
             assert (w.icmp_msgs_per_sec, w.icmp_msgs_burst) == (334, 17)
-            ids = {xl.next_ip_id() for _ in range(xl.ip_id_span + 5)}
-            assert ids == set(range(xl.ip_id_base, xl.ip_id_base + xl.ip_id_span))
+            ids = {xl.next_ip_id() for _ in range(xl.ip_id_end - xl.ip_id_base + 5)}
+            assert ids == set(range(xl.ip_id_base, xl.ip_id_end))
     # Within one generation, and between a worker and its replacement: disjoint slices.
     for parity, i, lo, hi in spans:
         for parity2, j, lo2, hi2 in spans:

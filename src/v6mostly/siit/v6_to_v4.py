@@ -114,7 +114,10 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
         ident = _H.unpack_from(buf, frag_pos + 6)[0]
         flags = (offset & 0x1FFF) | (0x2000 if more else 0)
     else:
-        ident = xl.next_ip_id()
+        ident = xl.ip_id + 1  # Translator.next_ip_id, inlined
+        if ident == xl.ip_id_end:
+            ident = xl.ip_id_base
+        xl.ip_id = ident
         flags = 0x4000 if total > 1260 else 0
 
     # -- §5.1 the IPv4 header, written just in front of the transport header ----------
