@@ -289,6 +289,33 @@ def cmd_router(args: argparse.Namespace) -> int:
     return router.serve_forever(cfg, only)
 
 
+def cmd_clat(args: argparse.Namespace) -> int:
+    from .config import clat_from_flags, load_clat
+    from .services import clat
+
+    if args.action == "status":
+        print(clat.status_text(args.state_dir, args.target))
+        return 0
+    if args.target is not None:
+        raise V6mostlyError(f"clat {args.target!r}: unexpected argument (did you mean --interface?)")
+    if args.config:
+        s = load_clat(args.config)
+        if args.interface:
+            s.interface = args.interface
+    elif args.interface:
+        s = clat_from_flags(
+            args.interface, args.tun, args.pref64, args.address, args.dns, args.metrics
+        )
+    else:
+        raise V6mostlyError("clat: give --interface IF (or --config FILE)")
+    s.state_dir = args.state_dir
+    if args.dry_run:
+        print(clat.dry_run_text(s))
+        return 0
+    _setup_logging(args.verbose)
+    return clat.serve_forever(s)
+
+
 def _service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, exit")
     p.add_argument(
@@ -372,6 +399,26 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--config", required=True, help="TOML configuration file")
     _service_flags(pl)
     pl.set_defaults(func=cmd_plat)
+
+    cl = sub.add_parser(
+        "clat",
+        help="the client side of 464XLAT (RFC 6877): IPv4 for an IPv6-only host",
+        description="v6mostly clat --interface IF [...] runs the CLAT; "
+        "v6mostly clat status [IF] shows what a running one does",
+    )
+    cl.add_argument("action", nargs="?", choices=["status"], help="show the running CLAT(s)")
+    cl.add_argument("target", nargs="?", help="with status: the uplink interface")
+    cl.add_argument("--interface", help="the uplink (IPv6) interface")
+    cl.add_argument("--config", help="clat.toml")
+    cl.add_argument("--pref64", help="pin the Pref64 (default: RA PREF64, else ipv4only.arpa)")
+    cl.add_argument("--tun", default="clat0", help="TUN device name (default clat0)")
+    cl.add_argument("--address", help="the CLAT's IPv6 address (default: derived, see docs)")
+    cl.add_argument("--dns", help="resolver for ipv4only.arpa (default: the system's)")
+    cl.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics")
+    cl.add_argument("--state-dir", default="/run/v6mostly", help=argparse.SUPPRESS)
+    cl.add_argument("--dry-run", action="store_true", help="print what would be set up, exit")
+    cl.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cl.set_defaults(func=cmd_clat)
 
     for name, text in (
         ("router", "DHCPv4 (option 108), RAs (PREF64) and ipv4only.arpa DNS, from one site config"),

@@ -447,3 +447,102 @@ def parse_listen(r: _Reader, text: str) -> tuple[str, int]:
 
 def listen_address(text: str) -> tuple[str, int]:
     return parse_listen(_Reader("--metrics", "metrics", {}), text)
+
+
+# -- v6mostly clat ---------------------------------------------------------------------
+
+
+@dataclass
+class ClatSettings:
+    """``v6mostly clat``: the client side of 464XLAT (RFC 6877) on one uplink.
+
+    Example (``clat.toml``)::
+
+        [clat]
+        interface = "wlan0"
+        tun = "clat0"                # created when active, removed when idle or at exit
+        # pref64 = "64:ff9b::/96"   # pin it; otherwise RA PREF64 (RFC 8781), then RFC 7050
+        # address = "2001:db8:1::c1a7"  # the CLAT's IPv6 address; default: a stable,
+        #                                 # checksum-neutral IID in the uplink's SLAAC /64
+        # dns = "2001:db8:1::53"     # resolver for ipv4only.arpa (default: /etc/resolv.conf)
+
+        [metrics]
+        listen = "127.0.0.1:9465"
+    """
+
+    source: str
+    interface: str
+    tun: str = "clat0"
+    pref64: ipaddress.IPv6Network | None = None
+    address: ipaddress.IPv6Address | None = None
+    dns: str | None = None
+    metrics_listen: str = ""
+    state_dir: str = "/run/v6mostly"
+
+
+def check_ifname(r: _Reader, key: str, name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > 15 or any(c in name for c in "/ \t"):
+        raise r.fail(key, name, "expected an interface name of 1-15 characters")
+    return name
+
+
+def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
+    iface = check_ifname(r, "interface", r.get("interface", str, ""))
+    tun = check_ifname(r, "tun", r.get("tun", str, "clat0"))
+    pref = r.get("pref64", str, None)
+    pref64 = None
+    if pref is not None:
+        try:
+            pref64 = parse_prefix(pref)
+            validate_pref64(pref64)
+        except AddressError as e:
+            raise r.fail("pref64", pref, str(e)) from None
+    addr = r.address("address", 6)
+    dns = r.get("dns", str, None)
+    if dns is not None:
+        try:
+            dns = str(ipaddress.ip_address(dns))
+        except ValueError:
+            raise r.fail("dns", dns, "expected the IPv4 or IPv6 address of a resolver") from None
+    r.finish()
+    return ClatSettings(
+        source,
+        iface,
+        tun,
+        pref64,
+        ipaddress.IPv6Address(addr) if addr else None,
+        dns,
+        metrics_listen,
+    )
+
+
+def load_clat(path: str) -> ClatSettings:
+    """Read and validate a ``clat.toml``."""
+    data = read_toml(path)
+    for k in data:
+        if k not in ("clat", "metrics"):
+            raise ConfigError(
+                f"{path}: [{k}]: unknown section (expected one of ['clat', 'metrics'])"
+            )
+    listen = parse_metrics(path, data)
+    return parse_clat(_section(path, data, "clat"), path, listen)
+
+
+def clat_from_flags(
+    interface: str,
+    tun: str,
+    pref64: str | None,
+    address: str | None,
+    dns: str | None,
+    metrics: str | None,
+) -> ClatSettings:
+    """The same validation for command-line flags (errors name the flag)."""
+    table: dict[str, Any] = {"interface": interface, "tun": tun}
+    for k, v in (("pref64", pref64), ("address", address), ("dns", dns)):
+        if v is not None:
+            table[k] = v
+    listen = ""
+    if metrics:
+        parse_listen(_Reader("--metrics", "metrics", {}), metrics)
+        listen = metrics
+    return parse_clat(_Reader("command line", "clat", table), "<command line>", listen)

@@ -18,7 +18,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .siit.verdict import DIR_NAMES, DROP_NAMES, PROTO_NAMES
 
 if TYPE_CHECKING:
-    from .services.dataplane import Dataplane
+    from .services.dataplane import Dataplane, SharedCounters
+    from .siit.verdict import Stats
 
 log = logging.getLogger("v6mostly.metrics")
 
@@ -38,47 +39,7 @@ class DataplaneCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         st, extra = self.dp.counters.total()
-        pk = CounterMetricFamily(
-            "v6mostly_translated_packets", "Packets translated", labels=["direction", "protocol"]
-        )
-        by = CounterMetricFamily(
-            "v6mostly_translated_bytes",
-            "Bytes of translated packets (as written)",
-            labels=["direction", "protocol"],
-        )
-        for d, dn in enumerate(DIR_NAMES):
-            for p, pn in enumerate(PROTO_NAMES):
-                pk.add_metric([dn, pn], st.packets[d * 4 + p])
-                by.add_metric([dn, pn], st.octets[d * 4 + p])
-        yield pk
-        yield by
-        dr = CounterMetricFamily("v6mostly_dropped_packets", "Packets dropped", labels=["reason"])
-        for i, n in enumerate(DROP_NAMES):
-            dr.add_metric([n], st.drops[i])
-        for n in ("tun_write_errors", "worker_errors", "vnet_errors"):
-            dr.add_metric([n], extra[n])
-        yield dr
-        ie = CounterMetricFamily(
-            "v6mostly_icmp_errors_generated",
-            "ICMP errors the translator originated",
-            labels=["family"],
-        )
-        ie.add_metric(["ipv4"], st.icmp_errors[0])
-        ie.add_metric(["ipv6"], st.icmp_errors[1])
-        yield ie
-        yield CounterMetricFamily(
-            "v6mostly_icmp_errors_suppressed",
-            "ICMP errors the translator would have originated but its rate limit held back",
-            value=st.icmp_errors_suppressed,
-        )
-        yield CounterMetricFamily(
-            "v6mostly_local_replies",
-            "Packets to the translator's own addresses it answered itself",
-            value=st.local_replies,
-        )
-        yield CounterMetricFamily(
-            "v6mostly_hairpinned", "Packets hairpinned (RFC 7757 §4.3)", value=st.hairpinned
-        )
+        yield from translator_families(st, extra)
         wp = CounterMetricFamily(
             "v6mostly_worker_translated_packets",
             "Packets translated by each worker (queue balance)",
@@ -124,6 +85,77 @@ class DataplaneCollector(Collector):
             for k, v in self.nft_counters().items():
                 f.add_metric([k], v)
             yield f
+
+
+def translator_families(st: Stats, extra: dict[str, int]) -> Iterator[CounterMetricFamily]:
+    """The SIIT core's counters (all workers added up) as metric families."""
+    pk = CounterMetricFamily(
+        "v6mostly_translated_packets", "Packets translated", labels=["direction", "protocol"]
+    )
+    by = CounterMetricFamily(
+        "v6mostly_translated_bytes",
+        "Bytes of translated packets (as written)",
+        labels=["direction", "protocol"],
+    )
+    for d, dn in enumerate(DIR_NAMES):
+        for p, pn in enumerate(PROTO_NAMES):
+            pk.add_metric([dn, pn], st.packets[d * 4 + p])
+            by.add_metric([dn, pn], st.octets[d * 4 + p])
+    yield pk
+    yield by
+    dr = CounterMetricFamily("v6mostly_dropped_packets", "Packets dropped", labels=["reason"])
+    for i, n in enumerate(DROP_NAMES):
+        dr.add_metric([n], st.drops[i])
+    for n in ("tun_write_errors", "worker_errors", "vnet_errors"):
+        dr.add_metric([n], extra[n])
+    yield dr
+    ie = CounterMetricFamily(
+        "v6mostly_icmp_errors_generated",
+        "ICMP errors the translator originated",
+        labels=["family"],
+    )
+    ie.add_metric(["ipv4"], st.icmp_errors[0])
+    ie.add_metric(["ipv6"], st.icmp_errors[1])
+    yield ie
+    yield CounterMetricFamily(
+        "v6mostly_icmp_errors_suppressed",
+        "ICMP errors the translator would have originated but its rate limit held back",
+        value=st.icmp_errors_suppressed,
+    )
+    yield CounterMetricFamily(
+        "v6mostly_local_replies",
+        "Packets to the translator's own addresses it answered itself",
+        value=st.local_replies,
+    )
+    yield CounterMetricFamily(
+        "v6mostly_hairpinned", "Packets hairpinned (RFC 7757 §4.3)", value=st.hairpinned
+    )
+
+
+class ClatCollector(Collector):
+    """``v6mostly clat``: the translator's counters, whether it is active, and leaks caught."""
+
+    def __init__(
+        self,
+        counters: SharedCounters,
+        active: Callable[[], bool],
+        nft_counters: Callable[[], dict[str, int]],
+    ) -> None:
+        self.counters = counters
+        self.active = active
+        self.nft_counters = nft_counters
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        st, extra = self.counters.total()
+        yield from translator_families(st, extra)
+        yield GaugeMetricFamily(
+            "v6mostly_clat_active", "1 while the CLAT translates", value=int(self.active())
+        )
+        yield CounterMetricFamily(
+            "v6mostly_clat_leaked_packets",
+            "Packets with a 192.0.0.0/29 source dropped on a non-CLAT interface",
+            value=self.nft_counters().get("leaked_clat_source", 0),
+        )
 
 
 def parse_exposition(text: str) -> dict[str, float]:

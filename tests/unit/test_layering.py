@@ -18,7 +18,7 @@ FORBIDDEN = {
     "threading",
     "signal",
 }
-CORE_PACKAGES = ("wire", "addr", "siit", "dhcp4", "ra", "dns")
+CORE_PACKAGES = ("wire", "addr", "siit", "dhcp4", "ra", "dns", "clat")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -230,6 +230,49 @@ def render_plat_table(s: Settings) -> str:
     return "\n".join(lines)
 
 
+#: RFC 7335: the IPv4 Service Continuity Prefix, the CLAT's own IPv4 addresses.
+CLAT_V4_NET = "192.0.0.0/29"
+
+
+def render_clat_table(tun: str) -> str:
+    """The CLAT's table: no 192.0.0.0/29 source ever leaves on another interface.
+
+    NetworkManager puts the 192.0.0.x /32 on the uplink itself and Apple devices
+    leaked such sources onto venue LANs; here the addresses live on the TUN only,
+    and this rule catches (and counts) whatever would leak anyway.
+    """
+    name = table_name(tun)
+    return "\n".join(
+        [
+            f"table inet {name} {{",
+            "    counter leaked_clat_source { }",
+            "    chain postrouting {",
+            "        type filter hook postrouting priority filter; policy accept;",
+            f'        ip saddr {CLAT_V4_NET} oifname != "{tun}" counter name leaked_clat_source drop',
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def read_named_counters(tun: str) -> dict[str, int]:
+    """Packets of every named counter in the table of ``tun`` ({} when there is none)."""
+    r = _nft(["-j", "list", "counters", "table", "inet", table_name(tun)])
+    if r.returncode != 0:
+        return {}
+    try:
+        data = json.loads(r.stdout)
+    except ValueError:
+        return {}
+    out: dict[str, int] = {}
+    for item in data.get("nftables", []):
+        c = item.get("counter")
+        if c and "name" in c:
+            out[str(c["name"])] = int(c.get("packets", 0))
+    return out
+
+
 def _nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(

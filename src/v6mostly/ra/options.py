@@ -156,6 +156,15 @@ class RouterAdvert:
             ra._parse_option(otype, body)
         return ra
 
+    @classmethod
+    def from_options(cls, data: bytes) -> RouterAdvert:
+        """The options alone, as the kernel hands RA options to userspace
+        (RTM_NEWNDUSEROPT); the header fields keep their defaults."""
+        ra = cls()
+        for otype, body in iter_options(data, 0):
+            ra._parse_option(otype, body)
+        return ra
+
     def _parse_option(self, otype: int, body: bytes) -> None:
         if otype == OPT_SLLA:
             self.source_lladdr = body.rstrip(b"\0") or body

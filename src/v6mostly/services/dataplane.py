@@ -40,6 +40,7 @@ import logging
 import mmap
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, MutableSequence
@@ -49,7 +50,7 @@ from typing import Any, Protocol, cast
 
 from ..linux.tun import Tun
 from ..siit.translator import HEADROOM, Translator
-from ..siit.verdict import SLOW, Stats
+from ..siit.verdict import SLOW, Drop, Stats
 from ..wire import vnet
 
 log = logging.getLogger("v6mostly.dataplane")
@@ -64,8 +65,9 @@ WORKER_COUNTERS = (
     "tun_read_errors",
     "worker_errors",  # unexpected exceptions while handling a packet (packet dropped)
     "vnet_errors",  # inconsistent virtio_net_hdr (packet dropped)
+    "neighbor_advertisements",  # CLAT: unicast NS for its address answered
 )
-W_GSO, W_SEGS, W_SWSEG, W_CSUM, W_WERR, W_RERR, W_EXC, W_VNET = range(len(WORKER_COUNTERS))
+W_GSO, W_SEGS, W_SWSEG, W_CSUM, W_WERR, W_RERR, W_EXC, W_VNET, W_NA = range(len(WORKER_COUNTERS))
 
 BUFSIZE = 65536 + 256
 
@@ -159,6 +161,69 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
         except Exception:  # a packet must never take the worker down
             w[W_EXC] += 1
             pending.clear()
+
+
+def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
+    """The CLAT's worker loop (RFC 6877): IPv4 from the host's applications and the
+    IPv6 the uplink's tc filter redirects both arrive on the TUN; IPv4 results go
+    back into the TUN (delivered to the host), IPv6 results leave through a raw
+    socket on the uplink, as locally generated packets (no forwarding on the host,
+    the kernel routes and resolves neighbours). A unicast Neighbor Solicitation for
+    the CLAT address ``own6`` (the translator drops it as an ICMPv6 type it does
+    not translate, leaving the buffer as read) is answered as its owner would.
+    """
+    from ..clat.nd import answer_ns
+
+    def run(fd: int, xl: Translator, w: memoryview) -> None:
+        raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, uplink.encode())
+        sendto = raw.sendto
+        ntop = socket.inet_ntop
+        af6 = socket.AF_INET6
+        buf = bytearray(BUFSIZE)
+        mv = memoryview(buf)
+        start = HEADROOM
+        rd = [mv[start:]]
+        _LOOP.enter(rd)
+        readv = os.readv
+        write = os.write
+        translate_into = xl.translate_into
+        pending = xl.pending
+        untranslatable_icmp = int(Drop.UNTRANSLATABLE_ICMP_TYPE)
+        while True:
+            try:
+                n = readv(fd, rd)
+            except OSError as e:
+                _read_failed(e, w)
+                continue
+            try:
+                s, e2 = translate_into(buf, start, start + n)
+                if s >= 0:
+                    outs: list[bytes | memoryview] = [mv[s:e2]]
+                elif s == SLOW:
+                    outs = list(pending)
+                    pending.clear()
+                elif e2 == untranslatable_icmp:
+                    na = answer_ns(bytes(buf[start : start + n]), own6, mac)
+                    if na is None:
+                        continue
+                    w[W_NA] += 1
+                    outs = [na]
+                else:
+                    continue
+                for p in outs:
+                    try:
+                        if p[0] >> 4 == 6:
+                            sendto(p, (ntop(af6, p[24:40]), 0))
+                        else:
+                            write(fd, p)
+                    except OSError:
+                        w[W_WERR] += 1
+            except Exception:  # a packet must never take the worker down
+                w[W_EXC] += 1
+                pending.clear()
+
+    return run
 
 
 _ZERO_HDR = bytes(vnet.VNET_HDR_LEN)
@@ -445,12 +510,21 @@ class WorkerSpec:
     generation: int = 0
 
 
+#: A worker's packet loop: (queue fd, translator, worker counters); returns never.
+WorkerLoop = Callable[[int, Translator, memoryview], None]
+
+
 class TranslatorFactory(Protocol):
     def __call__(self, stats: Stats, index: int, count: int, generation: int) -> Translator: ...
 
 
 def _worker_entry(
-    fd: int, vnet_mode: bool, xl: Translator, w: memoryview, counters: SharedCounters
+    fd: int,
+    vnet_mode: bool,
+    xl: Translator,
+    w: memoryview,
+    counters: SharedCounters,
+    loop: WorkerLoop | None = None,
 ) -> None:
     signal.signal(signal.SIGTERM, _stop_between_packets)
     signal.signal(signal.SIGINT, _stop_between_packets)
@@ -463,7 +537,9 @@ def _worker_entry(
         {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1},
     )
     try:
-        if vnet_mode:
+        if loop is not None:
+            loop(fd, xl, w)
+        elif vnet_mode:
             run_vnet(fd, xl, w)
         else:
             run_plain(fd, xl, w)
@@ -477,8 +553,13 @@ class Dataplane:
     """Forks, watches and restarts the workers of one TUN device."""
 
     def __init__(
-        self, tun: Tun, make_translator: TranslatorFactory, counters: SharedCounters
+        self,
+        tun: Tun,
+        make_translator: TranslatorFactory,
+        counters: SharedCounters,
+        loop: WorkerLoop | None = None,
     ) -> None:
+        self.loop = loop
         self.tun = tun
         self.make_translator = make_translator
         self.counters = counters
@@ -498,7 +579,7 @@ class Dataplane:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _worker_entry(ws.fd, self.tun.vnet, xl, w, self.counters)
+                _worker_entry(ws.fd, self.tun.vnet, xl, w, self.counters, self.loop)
             except SystemExit:
                 code = 0
             except BaseException:

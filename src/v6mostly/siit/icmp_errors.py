@@ -12,6 +12,13 @@ zero-padded to the 128-byte minimum, and shortened further to keep the
 extension whole within the size limit (1280 bytes for ICMPv6, 576 for
 ICMPv4); when even 128 bytes do not fit, the extension is dropped and the
 length set to zero (Jool's behaviour).
+
+IPv6-only hops (draft-ietf-v6ops-icmpext-xlat-v6only-source): an ICMPv6 error
+whose source has no IPv4 mapping leaves from ``icmp_source_dummy`` (192.0.0.8 in
+the CLAT, RFC 7600) when set, else from the RFC 6791 pool; with
+``icmp_ext_node_id`` the hop's IPv6 address rides along in an RFC 5837
+Interface Information Object, appended to the error's own RFC 4884 extension
+structure when it has a valid one, else in a new structure.
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ from ..addr.special import v4_not_forwardable, v6_illegal_source
 from ..wire.checksum import checksum, pseudo_sum_v6, sum_delta
 from .headers import walk_extensions
 from .tables import (
+    AFI_IPV6,
+    CLASS_INTERFACE_INFORMATION,
+    EXT_VERSION,
     ICMPV4_ERRORS,
+    ICMPV4_NODE_ID_TYPES,
+    IFINFO_IPADDR,
+    IFINFO_ROLE_INCOMING,
     V4_TO_V6_POINTER,
     V4_UNREACH_CODES,
     V6_TO_V4_POINTER,
@@ -39,6 +52,8 @@ if TYPE_CHECKING:
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
 _H = struct.Struct("!H")
+#: RFC 4884 object header (Length, Class-Num, C-Type); also AFI + Reserved of RFC 5837 §4.2.
+_OBJ = struct.Struct("!HBB")
 _Z4 = b"\x00\x00\x00\x00"
 
 #: Size limits of an ICMP error (RFC 7915 §4.3: 1280 for IPv6, RFC 1812 §4.3.2.3: 576).
@@ -128,6 +143,62 @@ def _attach_extension(inner: bytes, ext: bytes, unit: int, room: int) -> tuple[b
         if t:
             return t + ext, len(t) // unit
     return inner[:room], 0
+
+
+def interface_information_v6(addr6: bytes) -> bytes:
+    """RFC 5837 §4: an Interface Information Object naming an IPv6 address only.
+
+    draft-ietf-v6ops-icmpext-xlat-v6only-source: "When adding the Node Identification
+    Extension Object, the translator MUST include the IP Address Sub-Object containing
+    the original IPv6 source address of the packet." The object used here is RFC 5837's
+    (Class-Num 2; C-Type: Interface Role 0, "the IP interface upon which a datagram
+    arrived", with only the IP Addr bit set), whose IP Address Sub-Object has the same
+    layout: AFI (2 = IPv6), 16 reserved bits, the address. 24 bytes.
+    """
+    ctype = IFINFO_ROLE_INCOMING | IFINFO_IPADDR
+    return _OBJ.pack(24, CLASS_INTERFACE_INFORMATION, ctype) + _OBJ.pack(AFI_IPV6, 0, 0) + addr6
+
+
+def extension_structure(objects: bytes) -> bytes:
+    """RFC 4884 §7: an Extension Header (version 2) and its objects, checksummed.
+
+    Checksum: "The one's complement of the one's complement sum of the data structure,
+    with the checksum field replaced by zero for the purpose of computing the checksum."
+    """
+    ext = bytearray((EXT_VERSION << 4, 0, 0, 0)) + objects
+    _H.pack_into(ext, 2, checksum(ext))
+    return bytes(ext)
+
+
+def _extension_objects(ext: bytes) -> bytes | None:
+    """The objects of a valid RFC 4884 extension structure (version 2, correct
+    checksum, object lengths that add up), or None."""
+    n = len(ext)
+    if n < 4 or ext[0] >> 4 != EXT_VERSION or checksum(ext) != 0:
+        return None
+    i = 4
+    while i < n:
+        if i + 4 > n:
+            return None
+        olen = ext[i] << 8 | ext[i + 1]
+        if olen < 4 or i + olen > n:
+            return None
+        i += olen
+    return ext[4:]
+
+
+def _with_node_id(ext: bytes, obj: bytes) -> bytes:
+    """The extension structure to send: ``obj`` appended to the error's own one.
+
+    draft-ietf-v6ops-icmpext-xlat-v6only-source, Appendix: "If the original ICMPv6
+    message already contains an ICMP Extension Structure, the translator SHOULD append
+    a Node Identification Extension object containing the IP Address Sub-Object to that
+    structure." A structure that is not valid RFC 4884 (unknown version, bad checksum,
+    inconsistent lengths) cannot be appended to, and no receiver would read it: it is
+    replaced by a new structure holding ``obj`` alone.
+    """
+    objects = _extension_objects(ext) if ext else None
+    return extension_structure((objects or b"") + obj)
 
 
 # -- IPv4 -> IPv6 ------------------------------------------------------------------------
@@ -381,10 +452,25 @@ def translate_icmpv6(
     if v4_not_forwardable(dst4):
         return xl.drop(Drop.NOT_FORWARDABLE_DESTINATION)
     src4 = xl.v6_to_v4_addr(src6)
+    node_id = b""
     if src4 is None or v4_not_forwardable(src4):
-        src4 = xl.pool6791_v4.pick(dst4)  # RFC 6791 §4
+        # An IPv6-only hop (no mapping, or one to an address never forwarded).
+        # draft-ietf-v6ops-icmpext-xlat-v6only-source §4.1: "Whenever a translator
+        # translates an ICMPv6 Destination Unreachable, ICMPv6 Time Exceeded or ICMPv6
+        # Packet Too Big ... to the corresponding ICMPv4 ... message, and the IPv6 source
+        # address in the outermost IPv6 header is untranslatable, the translator SHOULD
+        # use the dummy IPv4 address (192.0.0.8) as the IPv4 source address for the
+        # translated packet." Without a dummy configured: RFC 6791 §4, a pool address.
+        src4 = xl.icmp_source_dummy or xl.pool6791_v4.pick(dst4)
         if src4 is None:
             return xl.drop(Drop.NO_TRANSLATOR_ADDRESS)
+        if xl.icmp_ext_node_id and nt in ICMPV4_NODE_ID_TYPES:
+            # Ibid.: "To preserve the original IPv6 source address of the packet, the
+            # translator SHOULD append a Node Identification Object ... with an IP
+            # Address Sub-Object containing the IPv6 source address of the original
+            # ICMPv6 packet." (and "MUST NOT add the extension if the packet's IPv6
+            # source address is translatable": only on this branch).
+            node_id = interface_information_v6(src6)
 
     orig, ext = _split_extension(icmp[8:], icmp[4] * 8 if t in (1, 3) else 0)
     inner = inner_6to4(xl, orig)
@@ -392,7 +478,19 @@ def translate_icmpv6(
         return xl.drop(inner)  # type: ignore[arg-type]
     if not ext_ok:
         ext = b""
-    data, units = _attach_extension(inner, ext, 4, LIMIT_V4 - 28)
+    if node_id:
+        # RFC 4884: with an extension the "original datagram" field "MUST
+        # contain at least 128 octets" (zero padded), its length in 32-bit words goes in
+        # the sixth octet ("The length attribute MUST be specified when the ICMP
+        # Extension Structure is appended"), and the message stays within 576 bytes.
+        merged = _with_node_id(ext, node_id)
+        data, units = _attach_extension(inner, merged, 4, LIMIT_V4 - 28)
+        if units == 0:
+            # The error's own objects and ours do not fit beside 128 bytes of the
+            # original datagram: the hop's address is kept, the other objects go.
+            data, units = _attach_extension(inner, extension_structure(node_id), 4, LIMIT_V4 - 28)
+    else:
+        data, units = _attach_extension(inner, ext, 4, LIMIT_V4 - 28)
     if nt == 3 and nc == 4:
         # RFC 7915 §5.2: MTU - 20, but no more than either next hop allows.
         mtu6 = int.from_bytes(icmp[4:8], "big")

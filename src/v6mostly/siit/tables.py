@@ -65,3 +65,27 @@ def plateau_below(total_length: int) -> int:
         if p < total_length:
             return p
     return 68
+
+
+# -- ICMP extensions of translated ICMPv6 errors from IPv6-only hops -------------------
+# (draft-ietf-v6ops-icmpext-xlat-v6only-source; RFC 7600, RFC 5837, RFC 4884)
+
+#: RFC 7600 (IANA special-purpose registry): the "IPv4 dummy address" 192.0.0.8,
+#: the CLAT's ``icmp_source_dummy``.
+DUMMY_IPV4 = "192.0.0.8"
+
+#: ICMPv4 types whose translation may carry the node identification object: Destination
+#: Unreachable (3, also from Packet Too Big) and Time Exceeded (11), the messages the
+#: draft lists and RFC 5837 §4 defines its object for.
+ICMPV4_NODE_ID_TYPES = frozenset((3, 11))
+
+#: RFC 4884 §7: Extension Header "Version: 4 bits ... This is version 2".
+EXT_VERSION = 2
+#: RFC 5837 §4: Interface Information Object, Class-Num 2.
+CLASS_INTERFACE_INFORMATION = 2
+#: RFC 5837 §4.1 C-Type: Interface Role in bits 0-1 (0 = the incoming IP interface),
+#: then Reserved (2-3), ifIndex (4), IP Addr (5), name (6), MTU (7).
+IFINFO_ROLE_INCOMING = 0 << 6
+IFINFO_IPADDR = 0x04
+#: RFC 5837 §4.2: the IP Address Sub-Object's AFI, from IANA's Address Family Numbers.
+AFI_IPV6 = 2

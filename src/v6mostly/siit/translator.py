@@ -91,6 +91,17 @@ class TranslatorConfig:
     icmp_ratelimit_burst: int = DEFAULT_BURST
     icmp_msgs_per_sec: float = DEFAULT_RATE
     icmp_msgs_burst: int = DEFAULT_GLOBAL_BURST
+    #: draft-ietf-v6ops-icmpext-xlat-v6only-source: the IPv4 source of a translated
+    #: ICMPv6 error whose IPv6 source has no IPv4 mapping (an IPv6-only hop); the CLAT
+    #: sets the IPv4 dummy address of RFC 7600, ``tables.DUMMY_IPV4`` (192.0.0.8).
+    #: It replaces the RFC 6791 pool (and the pool's fallback to ``ipv4_address``),
+    #: so configuring it together with ``pool6791_v4`` entries is refused.
+    icmp_source_dummy: str | None = None
+    #: Append an RFC 5837 Interface Information Object carrying that hop's IPv6
+    #: address (in an RFC 4884 extension structure) to such errors when they become
+    #: ICMPv4 Destination Unreachable or Time Exceeded. Off in the SIIT/PLAT (the Jool
+    #: corpus expects no extension); the CLAT turns it on.
+    icmp_ext_node_id: bool = False
 
 
 def _check_mtu(name: str, value: int, low: int) -> int:
@@ -136,6 +147,26 @@ class Translator:
         self.ipv6_address = _addr("ipv6_address", cfg.ipv6_address, 6)
         self.pool6791_v4 = Pool6791.parse(cfg.pool6791_v4, cfg.ipv4_address, 4)
         self.pool6791_v6 = Pool6791.parse(cfg.pool6791_v6, cfg.ipv6_address, 6)
+        self.icmp_source_dummy = _addr("icmp_source_dummy", cfg.icmp_source_dummy, 4)
+        if self.icmp_source_dummy is not None:
+            if v4_not_forwardable(self.icmp_source_dummy):
+                raise ConfigError(
+                    f"icmp_source_dummy = {cfg.icmp_source_dummy!r}: an address that is never"
+                    " forwarded (RFC 1812 §5.3.7) cannot be the source of an ICMP error;"
+                    " the CLAT uses 192.0.0.8 (RFC 7600)"
+                )
+            if cfg.pool6791_v4:
+                raise ConfigError(
+                    f"icmp_source_dummy = {cfg.icmp_source_dummy!r} with pool6791_v4 ="
+                    f" {cfg.pool6791_v4!r}: both name the source of ICMPv6 errors from"
+                    " untranslatable sources (the dummy address replaces the RFC 6791 pool,"
+                    " draft-ietf-v6ops-icmpext-xlat-v6only-source); set only one"
+                )
+        if not isinstance(cfg.icmp_ext_node_id, bool):
+            raise ConfigError(
+                f"icmp_ext_node_id = {cfg.icmp_ext_node_id!r}: expected true or false"
+            )
+        self.icmp_ext_node_id = cfg.icmp_ext_node_id
         self.lowest_ipv6_mtu = _check_mtu("lowest_ipv6_mtu", cfg.lowest_ipv6_mtu, 1280)
         self.ipv6_mtu = self.ipv4_mtu = self.frag_mtu = 0
         self.set_link_mtu(cfg.ipv6_mtu, cfg.ipv4_mtu)

@@ -1,0 +1,668 @@
+"""``v6mostly clat``: the client side of 464XLAT (RFC 6877) for a Linux host.
+
+Theory of operation
+-------------------
+The supervisor watches the uplink and decides, every second or on an event,
+whether the CLAT should run:
+
+* a **Pref64**: pinned (``--pref64``), else from RA PREF64 options (RFC 8781)
+  as the kernel hands them to userspace (``RTM_NEWNDUSEROPT``), else RFC 7050
+  (``ipv4only.arpa``); the choice, its lifetime, withdrawal and the DNS
+  re-checks live in the sans-I/O :class:`~v6mostly.clat.Pref64Tracker`;
+* **no native IPv4 default route** (the host was told IPv6-only by DHCPv4
+  option 108, RFC 8925, or has no IPv4 at all): with native IPv4 the CLAT stays
+  idle and says why; if native IPv4 appears later it steps back, if it goes
+  it takes over;
+* a global /64 on the uplink, for the CLAT's own IPv6 address.
+
+Active, it holds:
+
+* a TUN (``clat0``) with 192.0.0.1 and peer 192.0.0.2 (RFC 7335) and the IPv4
+  default route; no 192.0.0.x address ever on the uplink, and an nftables
+  table that drops (and counts) any 192.0.0.0/29 source leaving elsewhere;
+* a dedicated IPv6 address (RFC 6877 §6.3) on the uplink: a stable IID in its
+  SLAAC /64, checksum-neutral with 192.0.0.1, *deprecated* so the host's own
+  connections never pick it as a source. It is a real address, so the kernel
+  runs DAD (a collision picks the next candidate) and answers multicast and
+  unicast Neighbor Solicitations as its owner (source = the address, S and O
+  set, target link-layer option) and ping6; ``ndisc_notify`` makes it send an
+  unsolicited NA once DAD is done. A tc filter on the uplink hands every other
+  packet for the address to the TUN (:mod:`v6mostly.linux.tc`);
+* one worker translating with the SIIT core (EAM 192.0.0.1 = the CLAT address,
+  everything else through the Pref64): IPv4 results go back into the TUN,
+  IPv6 results leave through a raw socket on the uplink.
+
+The IPv4 MTU of the TUN is the uplink's IPv6 MTU - 20 and follows it (RA MTU
+options change it). The state (Pref64 and its source, addresses, MTU, active
+or why not, counters) is written to ``/run/v6mostly/clat-IF.json`` for
+``v6mostly clat status``. SIGTERM removes everything; a start after SIGKILL
+removes what the killed one left (named in its state file) and takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..clat import Pref64Changed, Pref64Refused, Pref64Tracker, neutral_clat_address
+from ..clat.address import ipv4_mtu_for
+from ..config import ClatSettings
+from ..errors import V6mostlyError
+from ..linux import ndisc, netlink, nft, tc, tun
+from ..siit.translator import Translator, TranslatorConfig
+from ..siit.verdict import Stats
+from .dataplane import Dataplane, SharedCounters, clat_loop
+
+log = logging.getLogger("v6mostly.clat")
+
+CLAT_V4 = "192.0.0.1"
+CLAT_PEER_V4 = "192.0.0.2"
+#: RFC 7600 §4: the IPv4 dummy address, source of errors from IPv6-only hops.
+DUMMY_V4 = "192.0.0.8"
+#: Metric of the CLAT's IPv4 default route (a native one, if it comes, is preferred
+#: until the supervisor steps back).
+ROUTE_METRIC = 2048
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+
+
+class ClatError(V6mostlyError):
+    pass
+
+
+@dataclass
+class Active:
+    """What the CLAT has set up while it runs (undone in reverse)."""
+
+    address: ipaddress.IPv6Address
+    prefix: ipaddress.IPv6Network
+    mtu: int
+    tun: tun.Tun
+    dp: Dataplane
+    qdisc_added: bool
+
+
+def _ipr() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def link_index(name: str) -> int | None:
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        return int(idx[0]) if idx else None
+
+
+def link_state(name: str) -> tuple[bool, bytes]:
+    """(operationally up, MAC) of ``name``."""
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return False, b""
+        link = ipr.get_links(idx[0])[0]
+        mac = link.get_attr("IFLA_ADDRESS") or ""
+        up = link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and bool(link["flags"] & 1)
+        return up, bytes.fromhex(mac.replace(":", "")) if mac else b""
+
+
+def native_ipv4_default(own_tun: str) -> str | None:
+    """The interface of an IPv4 default route that is not the CLAT's, or None."""
+    with _ipr() as ipr:
+        own = ipr.link_lookup(ifname=own_tun)
+        for r in ipr.get_default_routes(family=socket.AF_INET, table=254):
+            oif = r.get_attr("RTA_OIF")
+            if oif is None:
+                mp = r.get_attr("RTA_MULTIPATH")
+                return "multipath" if mp else "unknown"
+            if not own or oif != own[0]:
+                links = ipr.get_links(oif)
+                return str(links[0].get_attr("IFLA_IFNAME")) if links else str(oif)
+    return None
+
+
+def uplink_prefixes(name: str, exclude: set[str]) -> list[ipaddress.IPv6Network]:
+    """The global /64s on ``name`` (from its SLAAC or static addresses)."""
+    out: list[ipaddress.IPv6Network] = []
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return out
+        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
+            addr = a.get_attr("IFA_ADDRESS")
+            if a["prefixlen"] != 64 or addr in exclude:
+                continue
+            ip = ipaddress.IPv6Address(addr)
+            if ip.is_global or ip in ipaddress.IPv6Network("2001:db8::/32"):
+                net = ipaddress.IPv6Network(f"{addr}/64", strict=False)
+                if net not in out:
+                    out.append(net)
+    return out
+
+
+def source_address(name: str, exclude: str) -> str | None:
+    """A preferred global address of ``name`` other than the CLAT's (source of the
+    ICMPv6 errors the CLAT's translator originates)."""
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return None
+        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
+            addr = a.get_attr("IFA_ADDRESS")
+            if addr != exclude and a["scope"] == 0 and not a["flags"] & 0x20:
+                return str(addr)
+    return None
+
+
+def address_flags(name: str, address: str) -> int | None:
+    """IFA flags of ``address`` on ``name``; None when it is not there."""
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return None
+        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
+            if a.get_attr("IFA_ADDRESS") == address:
+                return int(a.get_attr("IFA_FLAGS") or a["flags"])
+    return None
+
+
+def add_deprecated_address(name: str, address: str) -> None:
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)[0]
+        ipr.addr("add", index=idx, address=address, prefixlen=128, preferred=0, valid=0xFFFFFFFF)
+
+
+def del_address(name: str, address: str) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr() as ipr, contextlib.suppress(NetlinkError, IndexError):
+        idx = ipr.link_lookup(ifname=name)[0]
+        ipr.addr("del", index=idx, address=address, prefixlen=128)
+
+
+def ipv6_mtu(name: str) -> int:
+    """The uplink's IPv6 MTU (RA MTU options change it, RFC 4861 §6.3.4)."""
+    try:
+        return int(netlink.read_sysctl(f"net.ipv6.conf.{name}.mtu"))
+    except (OSError, ValueError):
+        return netlink.link_mtu(name)
+
+
+class ClatService:
+    def __init__(self, s: ClatSettings) -> None:
+        self.s = s
+        self.tracker = Pref64Tracker(s.pref64)
+        self.active: Active | None = None
+        self.reason = "starting"
+        self.listener: ndisc.UserOptListener | None = None
+        self.counters = SharedCounters(1)
+        self.ifindex = 0
+        self.link_up = False
+        self.mac = b""
+        self.attempt = 0
+        self.sysctls: dict[str, str] = {}
+        self.http: object | None = None
+        #: After a failed start: no new try before ``retry_at`` (doubling back-off).
+        self.retry_at = 0.0
+        self.backoff = 0.0
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.s.state_dir, f"clat-{self.s.interface}.json")
+
+    # -- start / stop -------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.s
+        idx = link_index(s.interface)
+        if idx is None:
+            raise ClatError(f"interface {s.interface}: no such interface")
+        self.ifindex = idx
+        if s.tun == s.interface:
+            raise ClatError(f"tun {s.tun}: must not be the uplink itself")
+        self.take_over()
+        self.listener = ndisc.UserOptListener()
+        now = time.monotonic()
+        self.tracker.start(now)
+        self.link_up, self.mac = link_state(s.interface)
+        self._log_events()
+        if s.metrics_listen:
+            self._start_metrics()
+
+    def take_over(self) -> None:
+        """Remove what a killed instance left (its state file names its address)."""
+        s = self.s
+        old: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError), open(self.state_path) as f:
+            old = json.load(f)
+        left = []
+        if tun.link_exists(s.tun):
+            tun.delete_link(s.tun)
+            left.append(f"link {s.tun}")
+        if nft.exists(s.tun):
+            nft.delete(s.tun)
+            left.append(f"nftables table inet {nft.table_name(s.tun)}")
+        tc.remove_redirect(s.interface, bool(old.get("qdisc_added")))
+        if old.get("clat_ipv6"):
+            del_address(s.interface, str(old["clat_ipv6"]))
+            left.append(f"address {old['clat_ipv6']}")
+        for k, v in (old.get("sysctls") or {}).items():
+            with contextlib.suppress(OSError):
+                netlink.write_sysctl(k, v)
+        if left:
+            log.warning("took over from a previous instance: removed %s", ", ".join(left))
+
+    def stop(self) -> None:
+        if self.listener is None:
+            return  # never started (e.g. no such interface): nothing to undo
+        self.deactivate("stopping")
+        self.listener.close()
+        shutdown = getattr(self.http, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        with contextlib.suppress(OSError):
+            os.unlink(self.state_path)
+        log.info("cleaned up")
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            self.step(time.monotonic())
+            nd = self.tracker.next_deadline()
+            wait = 1.0 if nd is None else max(0.05, min(1.0, nd - time.monotonic()))
+            info = signal.sigtimedwait(_SIGNALS, wait)
+            if info is None:
+                continue
+            if info.si_signo == signal.SIGCHLD:
+                if self.active is not None:
+                    self.active.dp.reap()
+            elif info.si_signo == signal.SIGHUP:
+                log.info("SIGHUP: re-checking the link and the Pref64")
+                self.tracker.on_link_change(time.monotonic())
+            else:
+                log.info("%s: stopping", signal.Signals(info.si_signo).name)
+                return
+
+    def step(self, now: float) -> None:
+        """One pass: read events, update the tracker, reconcile, write the state file."""
+        s = self.s
+        up, mac = link_state(s.interface)
+        if up != self.link_up:
+            log.info("link %s %s", s.interface, "up" if up else "down")
+            self.link_up, self.mac = up, mac or self.mac
+            if up:
+                self.tracker.on_link_change(now)
+        if self.listener is not None:
+            for o in self.listener.drain():
+                if o.ifindex != self.ifindex:
+                    continue
+                for p in o.ra.pref64:
+                    self.tracker.on_ra_pref64(p.prefix, p.lifetime, o.router, now)
+        self.tracker.tick(now)
+        if up and self.tracker.rs_due(now):
+            with contextlib.suppress(OSError):
+                ndisc.send_router_solicitation(s.interface)
+            self.tracker.on_rs_sent(now)
+        if up and self.tracker.dns_query_due(now):
+            self._query_dns(now)
+        self._log_events()
+        self.reconcile(now)
+        self.write_state(now)
+
+    def _query_dns(self, now: float) -> None:
+        """RFC 7050 §3, only while no RA carries PREF64."""
+        from .discover import from_ipv4only_arpa
+
+        self.tracker.on_dns_query_sent(now)
+        found = from_ipv4only_arpa(self.s.dns, 2.0)
+        now = time.monotonic()
+        if found:
+            self.tracker.on_dns_result([f.prefix for f in found], 300, now)
+        else:
+            self.tracker.on_dns_failure(now)
+
+    def _log_events(self) -> None:
+        for ev in self.tracker.events():
+            if isinstance(ev, Pref64Changed):
+                if ev.new is None:
+                    log.warning("Pref64 %s gone (%s)", ev.old, ev.reason)
+                else:
+                    log.info(
+                        "Pref64 %s from %s (%s)%s",
+                        ev.new,
+                        ev.origin,
+                        ev.reason,
+                        f"; was {ev.old}" if ev.old and ev.old != ev.new else "",
+                    )
+            elif isinstance(ev, Pref64Refused):
+                log.error("Pref64 %s from %s refused: %s", ev.prefix, ev.origin, ev.why)
+            else:
+                log.warning("ipv4only.arpa failed (%d in a row); keeping %s", ev.failures, ev.kept)
+
+    # -- reconcile ----------------------------------------------------------------
+
+    def why_idle(self) -> str | None:
+        """None when the CLAT should run, else the reason it does not."""
+        if not self.link_up:
+            return f"link {self.s.interface} is down"
+        if self.tracker.current() is None:
+            return "no Pref64 (no RA PREF64, no ipv4only.arpa answer)"
+        native = native_ipv4_default(self.s.tun)
+        if native is not None:
+            return f"native IPv4: default route via {native}"
+        return None
+
+    def reconcile(self, now: float) -> None:
+        why = self.why_idle()
+        if why is not None:
+            if self.active is not None:
+                self.deactivate(why)
+            elif why != self.reason:
+                log.info("idle: %s", why)
+            self.reason = why
+            return
+        cur = self.tracker.current()
+        assert cur is not None
+        a = self.active
+        if a is None:
+            if now < self.retry_at:
+                return
+            try:
+                self.activate(cur.prefix)
+                self.backoff = 0.0
+            except (V6mostlyError, OSError) as e:
+                why = f"cannot start: {e}"
+                self.backoff = min(60.0, self.backoff * 2 or 2.0)
+                self.retry_at = now + self.backoff
+                log.error("%s (next try in %.0f s)", why, self.backoff)
+                self.deactivate(why)
+            return
+        if a.prefix != cur.prefix:
+            log.info("Pref64 now %s: restarting the translator", cur.prefix)
+            a.prefix = cur.prefix
+            a.dp.replace_all(self._factory(a.address, cur.prefix))
+        flags = address_flags(self.s.interface, str(a.address))
+        if flags is None:
+            # Link down flushed it (keep_addr_on_down = 0): add it again, with DAD.
+            log.info("CLAT address %s gone from %s: adding it again", a.address, self.s.interface)
+            self.deactivate("address lost")
+            return
+        mtu = ipv4_mtu_for(ipv6_mtu(self.s.interface))
+        if mtu != a.mtu:
+            log.info("uplink IPv6 MTU changed: %s IPv4 MTU %d -> %d", self.s.tun, a.mtu, mtu)
+            tun.configure_link(self.s.tun, mtu, 1000)
+            a.dp.set_link_mtu(mtu)
+            a.mtu = mtu
+
+    def _factory(self, address: ipaddress.IPv6Address, pref64: ipaddress.IPv6Network) -> Any:
+        own6 = source_address(self.s.interface, str(address))
+
+        def make(stats: Stats, index: int, count: int, generation: int) -> Translator:
+            cfg = TranslatorConfig(
+                pool6=str(pref64),
+                eam=[(f"{address}/128", f"{CLAT_V4}/32")],
+                ipv4_address=CLAT_PEER_V4,
+                ipv6_address=own6,
+                # Errors from IPv6-only hops: from 192.0.0.8 with the hop's IPv6 address
+                # in an ICMP extension (RFC 7600, draft-ietf-v6ops-icmpext-xlat-v6only-source).
+                icmp_source_dummy=DUMMY_V4,
+                icmp_ext_node_id=True,
+                hairpinning=False,
+            )
+            return Translator(cfg, stats, time.monotonic)
+
+        return make
+
+    def choose_address(self) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Network]:
+        s = self.s
+        prefixes = uplink_prefixes(s.interface, set())
+        if s.address is not None:
+            net = ipaddress.IPv6Network(f"{s.address}/64", strict=False)
+            return s.address, net
+        if not prefixes:
+            raise ClatError(f"no global /64 on {s.interface} for the CLAT address")
+        net = prefixes[0]
+        seed = self.mac + s.interface.encode()
+        return neutral_clat_address(net, seed, attempt=self.attempt), net
+
+    def add_with_dad(self) -> ipaddress.IPv6Address:
+        """Add the CLAT address and wait for DAD; a collision takes the next candidate."""
+        s = self.s
+        for _ in range(8):
+            addr, _net = self.choose_address()
+            add_deprecated_address(s.interface, str(addr))
+            deadline = time.monotonic() + 5.0
+            flags = address_flags(s.interface, str(addr))
+            while flags is not None and flags & IFA_F_TENTATIVE and time.monotonic() < deadline:
+                time.sleep(0.1)
+                flags = address_flags(s.interface, str(addr))
+            if flags is not None and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                log.info("CLAT address %s on %s (DAD done)", addr, s.interface)
+                return addr
+            del_address(s.interface, str(addr))
+            if s.address is not None:
+                raise ClatError(f"address {addr}: duplicate address detected on {s.interface}")
+            log.warning("CLAT address %s: DAD failed (in use on the link); next candidate", addr)
+            self.attempt += 1
+        raise ClatError(f"no CLAT address passed DAD on {s.interface}")
+
+    def activate(self, pref64: ipaddress.IPv6Network) -> None:
+        s = self.s
+        # ndisc_notify: an unsolicited NA once DAD is done (RFC 4861 §7.2.6).
+        key = f"net.ipv6.conf.{s.interface}.ndisc_notify"
+        with contextlib.suppress(OSError):
+            self.sysctls.setdefault(key, netlink.read_sysctl(key))
+            netlink.write_sysctl(key, "1")
+        addr = self.add_with_dad()
+        mtu = ipv4_mtu_for(ipv6_mtu(s.interface))
+        t: tun.Tun | None = None
+        added = False
+        try:
+            t = tun.open_tun(s.tun, 1, offload=False)
+            tun.configure_link(s.tun, mtu, 1000)
+            # No IPv6 on the TUN: no RS or MLD of its own (the translator drops them anyway).
+            with contextlib.suppress(OSError, V6mostlyError):
+                netlink.write_sysctl(f"net.ipv6.conf.{s.tun}.disable_ipv6", "1")
+            with _ipr() as ipr:
+                idx = ipr.link_lookup(ifname=s.tun)[0]
+                ipr.addr("add", index=idx, local=CLAT_V4, address=CLAT_PEER_V4, prefixlen=32)
+                ipr.route("add", dst="0.0.0.0/0", oif=idx, prefsrc=CLAT_V4, priority=ROUTE_METRIC)
+            nft.apply(nft.render_clat_table(s.tun))
+            added = tc.install_redirect(s.interface, str(addr), s.tun)
+            self.counters.link_mtu = mtu
+            loop = clat_loop(s.interface, addr.packed, link_state(s.interface)[1])
+            dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop)
+            dp.start()
+        except BaseException:
+            tc.remove_redirect(s.interface, added)
+            if t is not None:
+                t.close()
+            tun.delete_link(s.tun)
+            nft.delete(s.tun)
+            del_address(s.interface, str(addr))
+            raise
+        self.active = Active(addr, pref64, mtu, t, dp, added)
+        self.reason = "active"
+        log.info(
+            "active: %s %s peer %s, IPv4 MTU %d, CLAT address %s, Pref64 %s",
+            s.tun,
+            CLAT_V4,
+            CLAT_PEER_V4,
+            mtu,
+            addr,
+            pref64,
+        )
+
+    def deactivate(self, why: str) -> None:
+        a, self.active = self.active, None
+        s = self.s
+        if a is not None:
+            a.dp.stop()
+            tc.remove_redirect(s.interface, a.qdisc_added)
+            a.tun.close()
+            tun.delete_link(s.tun)  # its address and routes go with it
+            nft.delete(s.tun)
+            del_address(s.interface, str(a.address))
+            log.info("stopped (%s): route, %s, address %s removed", why, s.tun, a.address)
+        for k, v in self.sysctls.items():
+            with contextlib.suppress(OSError):
+                netlink.write_sysctl(k, v)
+        self.sysctls.clear()
+        self.reason = why
+
+    # -- state and metrics --------------------------------------------------------
+
+    def state(self, now: float) -> dict[str, Any]:
+        cur = self.tracker.current()
+        a = self.active
+        st, extra = self.counters.total()
+        counters = {k: v for k, v in st.as_dict().items() if v}
+        counters.update({k: v for k, v in extra.items() if v})
+        if a is not None:
+            counters.update(nft.read_named_counters(self.s.tun))
+        return {
+            "interface": self.s.interface,
+            "tun": self.s.tun,
+            "pid": os.getpid(),
+            "active": a is not None,
+            "reason": self.reason,
+            "pref64": str(cur.prefix) if cur else None,
+            "pref64_source": cur.origin if cur else None,
+            "pref64_lifetime_left": cur.remaining(now) if cur else None,
+            "clat_ipv6": str(a.address) if a else None,
+            "ipv4": CLAT_V4 if a else None,
+            "ipv4_peer": CLAT_PEER_V4 if a else None,
+            "mtu": a.mtu if a else None,
+            "qdisc_added": a.qdisc_added if a else False,
+            "sysctls": dict(self.sysctls),
+            "counters": counters,
+            "updated": time.time(),
+        }
+
+    def write_state(self, now: float) -> None:
+        os.makedirs(self.s.state_dir, exist_ok=True)
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state(now), f, indent=1)
+        os.replace(tmp, self.state_path)
+
+    def _start_metrics(self) -> None:
+        from prometheus_client.registry import CollectorRegistry
+
+        from .. import config as config_mod
+        from ..metrics import ClatCollector, serve
+
+        reg = CollectorRegistry()
+        reg.register(
+            ClatCollector(
+                self.counters,
+                lambda: self.active is not None,
+                lambda: nft.read_named_counters(self.s.tun),
+            )
+        )
+        host, port = config_mod.listen_address(self.s.metrics_listen)
+        try:
+            self.http = serve(reg, host, port)
+        except OSError as e:
+            raise ClatError(f"metrics listen {self.s.metrics_listen}: {e.strerror}") from None
+        log.info("metrics on http://%s/metrics", self.s.metrics_listen)
+
+
+def serve_forever(s: ClatSettings) -> int:
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS | {signal.SIGUSR1})
+    svc = ClatService(s)
+    try:
+        svc.start()
+        svc.run()
+    finally:
+        svc.stop()
+    return 0
+
+
+def dry_run_text(s: ClatSettings) -> str:
+    lines = [
+        f"# v6mostly clat --dry-run ({s.source})",
+        f"uplink {s.interface}; tun {s.tun}: {CLAT_V4} peer {CLAT_PEER_V4}, "
+        f"IPv4 default route metric {ROUTE_METRIC}, MTU = the uplink's IPv6 MTU - 20",
+        "pref64: "
+        + (
+            f"{s.pref64} (pinned)"
+            if s.pref64
+            else "from RA PREF64 (RFC 8781), else ipv4only.arpa (RFC 7050)"
+            + (f" via {s.dns}" if s.dns else "")
+        ),
+        "CLAT IPv6 address: "
+        + (
+            str(s.address)
+            if s.address
+            else "a stable IID in the uplink's /64, checksum-neutral with 192.0.0.1"
+        )
+        + " (deprecated, DAD, owned by the kernel)",
+        "runs only with a Pref64 and no native IPv4 default route",
+        f"errors from IPv6-only hops come from {DUMMY_V4} (RFC 7600)",
+        f"state file: {os.path.join(s.state_dir, 'clat-' + s.interface + '.json')}",
+        "",
+        "# nft -f -",
+        nft.render_clat_table(s.tun),
+        "# tc (the CLAT address A is chosen at run time)",
+        *("tc " + " ".join(c) for c in tc.redirect_commands(s.interface, "A", s.tun)),
+    ]
+    if s.metrics_listen:
+        lines.append(f"metrics: http://{s.metrics_listen}/metrics")
+    return "\n".join(lines)
+
+
+def status_text(state_dir: str, interface: str | None) -> str:
+    """``v6mostly clat status [IF]``: what the running CLAT(s) wrote."""
+    try:
+        names = sorted(n for n in os.listdir(state_dir) if n.startswith("clat-"))
+    except OSError:
+        names = []
+    if interface is not None:
+        names = [n for n in names if n == f"clat-{interface}.json"]
+    if not names:
+        raise ClatError(
+            f"no CLAT running{' on ' + interface if interface else ''} (no state in {state_dir})"
+        )
+    out = []
+    for n in names:
+        with open(os.path.join(state_dir, n)) as f:
+            st = json.load(f)
+        alive = _pid_alive(int(st.get("pid", 0)))
+        left = st.get("pref64_lifetime_left")
+        out += [
+            f"{st['interface']}: {'active' if st['active'] else 'idle'}"
+            + ("" if st["active"] else f" ({st['reason']})")
+            + ("" if alive else " [process gone: state is stale]"),
+            f"  pref64     {st['pref64'] or '-'}"
+            + (f" from {st['pref64_source']}" if st["pref64_source"] else "")
+            + (f", {left:.0f} s left" if left is not None else ""),
+            f"  ipv6       {st['clat_ipv6'] or '-'}",
+            f"  ipv4       {st['ipv4'] or '-'} peer {st['ipv4_peer'] or '-'} on {st['tun']}",
+            f"  mtu        {st['mtu'] or '-'}",
+        ]
+        for k, v in sorted(st.get("counters", {}).items()):
+            out.append(f"  {k:<34} {v}")
+    return "\n".join(out)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

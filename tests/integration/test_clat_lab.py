@@ -1,0 +1,215 @@
+"""`v6mostly clat` on the lab's IPv6-only client: IPv4 literals through CLAT -> PLAT.
+
+The lab's router sends RAs with PREF64 (RFC 8781) and the client has no IPv4,
+so the CLAT learns the Pref64 from the kernel (RTM_NEWNDUSEROPT), picks its
+address in the SLAAC /64, and takes the IPv4 default route. Checked with real
+tools: ping and curl by IPv4 literal, ping6 to the CLAT address, a unicast
+Neighbor Solicitation answered as the owner (as Cisco WLCs send them), a
+capture of the client link with no 192.0.0.0/29 source and no ARP for it,
+stepping back when native IPv4 appears, and clean-up on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.lab_helpers import pyexec, require_root, wait_for
+from v6mostly.lab.topology import CLIENT_NET, PLAT_V6, PREF64, SERVER4, Lab, LabConfig, running_lab
+
+pytestmark = pytest.mark.integration
+
+
+def clat_state(lab: Lab) -> dict[str, Any]:
+    try:
+        return dict(json.loads(Path(lab.path("clat/clat-eth0.json")).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_root()
+    with running_lab(LabConfig(queues=1)) as lab:
+        # The whole run is captured on the client link (the PLAT's side of it).
+        cap = Path(lab.path("client-link.pcap"))
+        lab.spawn("plat", "tshark", ["tshark", "-q", "-i", "c6", "-w", str(cap)])
+        time.sleep(1)
+        lab.spawn(
+            "client6",
+            "clat",
+            [sys.executable, "-m", "v6mostly", "clat", "--interface", "eth0",
+             "--state-dir", lab.path("clat"), "--metrics", "127.0.0.1:9465"],
+        )  # fmt: skip
+        assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
+            lab.path("clat.log")
+        ).read_text() + json.dumps(clat_state(lab))
+        yield lab
+
+
+def test_clat_learns_the_pref64_from_ras_and_takes_an_address(lab: Lab) -> None:
+    # ipv4only.arpa may answer first (both are asked at start); the RA then wins.
+    assert wait_for(
+        lambda: str(clat_state(lab).get("pref64_source", "")).startswith("RA from"), timeout=15
+    ), json.dumps(clat_state(lab))
+    st = clat_state(lab)
+    assert st["pref64"] == PREF64
+    assert st["pref64_source"].startswith("RA from fe80::")
+    assert 0 < st["pref64_lifetime_left"] <= 65528
+    addr = ipaddress.IPv6Address(st["clat_ipv6"])
+    assert addr in ipaddress.IPv6Network(CLIENT_NET)
+    # Checksum-neutral with 192.0.0.1 (RFC 6052 §4.1 arithmetic on the address alone).
+    words = addr.packed
+    total = sum(int.from_bytes(words[i : i + 2], "big") for i in range(0, 16, 2)) % 0xFFFF
+    assert total == (0xC000 + 0x0001) % 0xFFFF
+    out = lab.exec("client6", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+    assert f"{addr}/128" in out and "deprecated" in out.split(f"{addr}/128")[1].split("\n")[0]
+    out4 = lab.exec("client6", ["ip", "-4", "addr"]).stdout
+    assert "192.0.0.1 peer 192.0.0.2/32" in out4 and "clat0" in out4
+    assert "192.0.0" not in lab.exec("client6", ["ip", "-4", "addr", "show", "dev", "eth0"]).stdout
+    assert "default dev clat0" in lab.exec("client6", ["ip", "-4", "route"]).stdout
+    filters = lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    assert "mirred" in filters and "clat0" in filters
+    status = lab.exec(
+        "client6",
+        [
+            sys.executable,
+            "-m",
+            "v6mostly",
+            "clat",
+            "status",
+            "eth0",
+            "--state-dir",
+            lab.path("clat"),
+        ],
+    ).stdout
+    assert "eth0: active" in status and f"ipv6       {addr}" in status and PREF64 in status
+
+
+def test_ipv4_literals_work_through_clat_and_plat(lab: Lab) -> None:
+    r = lab.exec("client6", ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER4], check=False)
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
+    r = lab.exec("client6", ["curl", "-sS", "--max-time", "10", f"http://{SERVER4}/"], check=False)
+    assert r.stdout == "hello from the IPv4-only Internet\n", r.stderr
+    # 1 MB both ways intact (TCP through two translators).
+    r = lab.exec(
+        "client6",
+        ["sh", "-c", f"curl -sS --max-time 20 http://{SERVER4}/1m.bin | sha256sum"],
+        check=False,
+    )
+    want = __import__("hashlib").sha256(bytes(range(256)) * 4096).hexdigest()
+    assert r.stdout.split()[0] == want
+
+
+def test_large_df0_udp_datagram_arrives_whole(lab: Lab) -> None:
+    """RFC 7915 §4: a DF=0 IPv4 datagram over the path MTU is fragmented by the CLAT."""
+    code = f"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: DF=0
+s.settimeout(5)
+s.sendto(bytes(range(256)) * 12, ("{SERVER4}", 7))
+"""
+    recv = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{SERVER4}", 7))
+s.settimeout(8)
+data, peer = s.recvfrom(65535)
+print(len(data), data == bytes(range(256)) * 12, peer[0])
+"""
+    rx = subprocess.Popen(
+        lab.cmd("inet4", [sys.executable, "-c", recv]), stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    pyexec(lab, "client6", code)
+    out, _ = rx.communicate(timeout=15)
+    assert out.split()[:2] == ["3072", "True"], out
+
+
+def test_ping6_and_unicast_ns_to_the_clat_address_answered_as_owner(lab: Lab) -> None:
+    addr = clat_state(lab)["clat_ipv6"]
+    r = lab.exec("plat", ["ping", "-6", "-c", "2", "-W", "2", addr], check=False)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    # A unicast NS to the host's MAC, as a Cisco WLC sends it; the NA must come from
+    # the CLAT address itself with Solicited and Override set and the target's MAC.
+    mac = lab.exec("client6", ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+    code = f"""
+import time
+from scapy.all import (AsyncSniffer, Ether, IPv6, ICMPv6ND_NS, ICMPv6ND_NA, ICMPv6NDOptSrcLLAddr,
+                       ICMPv6NDOptDstLLAddr, sendp, get_if_hwaddr)
+me = get_if_hwaddr("c6")
+ns = (Ether(src=me, dst="{mac}") / IPv6(src="{PLAT_V6}", dst="{addr}", hlim=255)
+      / ICMPv6ND_NS(tgt="{addr}") / ICMPv6NDOptSrcLLAddr(lladdr=me))
+sn = AsyncSniffer(iface="c6", count=1,
+                  lfilter=lambda p: ICMPv6ND_NA in p and p[ICMPv6ND_NA].tgt == "{addr}")
+sn.start()
+time.sleep(0.5)
+sendp(ns, iface="c6", verbose=0)
+sn.join(timeout=5)
+if sn.running:
+    sn.stop()
+na = sn.results[0]
+print(na[IPv6].src, na[ICMPv6ND_NA].tgt, na[ICMPv6ND_NA].S, na[ICMPv6ND_NA].O, na[ICMPv6ND_NA].R,
+      na[ICMPv6NDOptDstLLAddr].lladdr if ICMPv6NDOptDstLLAddr in na else None)
+"""
+    out = pyexec(lab, "plat", code).split()
+    assert out[0] == addr and out[1] == addr, out
+    assert out[2:5] == ["1", "1", "0"], out  # Solicited, Override, not a router
+    assert out[5] == mac
+
+
+def test_steps_back_for_native_ipv4_and_takes_over_again(lab: Lab) -> None:
+    lab.exec("client6", ["ip", "addr", "add", "192.0.2.77/24", "dev", "eth0"])
+    lab.exec("client6", ["ip", "route", "add", "default", "via", "192.0.2.1", "dev", "eth0"])
+    try:
+        assert wait_for(lambda: not clat_state(lab).get("active"), timeout=10)
+        assert "native IPv4" in clat_state(lab)["reason"]
+        assert "clat0" not in lab.exec("client6", ["ip", "link"]).stdout
+    finally:
+        lab.exec("client6", ["ip", "route", "del", "default", "via", "192.0.2.1"], check=False)
+        lab.exec("client6", ["ip", "addr", "del", "192.0.2.77/24", "dev", "eth0"], check=False)
+    assert wait_for(lambda: clat_state(lab).get("active"), timeout=15)
+    r = lab.exec("client6", ["ping", "-c", "2", "-W", "2", SERVER4], check=False)
+    assert " 0% packet loss" in r.stdout
+
+
+def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
+    """Last: SIGTERM removes everything; the capture of the whole run shows no
+    192.0.0.0/29 source and no ARP for it on the client link."""
+    m = lab.exec(
+        "client6",
+        ["python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9465/metrics').read().decode())"],
+    ).stdout  # fmt: skip
+    assert "v6mostly_clat_active 1.0" in m
+    assert "v6mostly_clat_leaked_packets_total 0.0" in m
+    os.kill(lab.pids["clat"], signal.SIGTERM)
+    assert wait_for(lambda: "cleaned up" in Path(lab.path("clat.log")).read_text(), timeout=10)
+    assert "clat0" not in lab.exec("client6", ["ip", "link"]).stdout
+    assert "192.0.0" not in lab.exec("client6", ["ip", "-4", "route"]).stdout
+    assert "/128" not in lab.exec("client6", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+    assert "v6mostly" not in lab.exec("client6", ["nft", "list", "tables"]).stdout
+    assert (
+        "mirred"
+        not in lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    )
+    os.kill(lab.pids["tshark"], signal.SIGINT)
+    time.sleep(1.5)
+    cap = lab.path("client-link.pcap")
+    r = subprocess.run(
+        ["tshark", "-r", cap, "-Y", "ip.src == 192.0.0.0/29 or ip.dst == 192.0.0.0/29 or arp"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.stdout.strip() == "", r.stdout[:2000]
+    total = subprocess.run(["tshark", "-r", cap], capture_output=True, text=True, check=False)
+    assert len(total.stdout.splitlines()) > 50  # the capture saw the run's traffic
