@@ -436,10 +436,13 @@ def _capture_ras(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(1.5)
+    # tshark writes the file header once it captures: wait for that, not a fixed time
+    # (on a loaded machine its start-up alone can take seconds).
+    wait_for(lambda: pcap.exists() and pcap.stat().st_size > 0, 20)
+    time.sleep(0.5)
     if callable(during):
         during()
-    cap.wait(seconds + 20)
+    cap.wait(seconds + 40)
     argv = ["tshark", "-r", str(pcap), "-Y", "icmpv6.type == 134", "-T", "fields"]
     for f in fields:
         argv += ["-e", f]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.nft_check import nft_check
 from v6mostly.cli import main
 from v6mostly.config import load
 from v6mostly.errors import ConfigError
@@ -148,7 +149,7 @@ def test_ruleset_is_accepted_by_nft_syntax_check(tmp_path: Path) -> None:
     s = load(write(tmp_path, text), plat=True)
     rules = nft.render_plat_table(s)
     assert "2001:db8:64::a00:0/104" in rules  # 10.0.0.0/8 inside the /96
-    _nft_check(rules)
+    nft_check(rules)
 
 
 @pytest.mark.parametrize(
@@ -339,20 +340,6 @@ def test_reachable_host_address_through_wkp_is_refused(tmp_path: Path) -> None:
         load(write(tmp_path, text), plat=True)
 
 
-def _nft_check(rules: str, setup: str = "") -> None:
-    script = (f"nft -f {setup} && " if setup else "") + "nft -c -f -"
-    r = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        input=rules,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
-    if r.returncode != 0 and "Operation not permitted" in r.stderr:
-        pytest.skip("needs root for unshare -n")  # CI is root: runs there
-    assert r.returncode == 0, r.stderr
-
-
 def test_ruleset_refuses_translated_traffic_to_the_host(tmp_path: Path) -> None:
     s = load(write(tmp_path, LAB_CONF), plat=True)
     rules = nft.render_plat_table(s)
@@ -361,7 +348,7 @@ def test_ruleset_refuses_translated_traffic_to_the_host(tmp_path: Path) -> None:
     assert 'iifname "nat64" jump to_host' in rules
     assert 'counter name "denied_to_host" drop' in rules
     assert "reachable_host4" not in rules
-    _nft_check(rules)
+    nft_check(rules)
     text = LAB_CONF.replace(
         "udp_oneshot_ports = [53, 123]",
         'udp_oneshot_ports = [53, 123]\nreachable_host_addresses = ["192.0.2.1", "203.0.113.0/28"]',
@@ -371,13 +358,13 @@ def test_ruleset_refuses_translated_traffic_to_the_host(tmp_path: Path) -> None:
     assert "elements = { 192.0.2.1, 203.0.113.0/28 }" in rules
     to_host = rules[rules.index("chain to_host") :]
     assert to_host.index("ip daddr @reachable_host4 accept") < to_host.index("denied_to_host")
-    _nft_check(rules)
+    nft_check(rules)
     # A reload keeps the table (hooks, sets, counters) and replaces rules and elements.
     (tmp_path / "base.nft").write_text(nft.render_plat_table(s))
     reload = nft.render_reload(s, s2)
     assert "delete table" not in reload
     assert reload.startswith("flush table inet v6mostly_nat64\n")
-    _nft_check(reload, str(tmp_path / "base.nft"))
+    nft_check(reload, str(tmp_path / "base.nft"))
     back = nft.render_reload(s2, s)
     assert "delete set inet v6mostly_nat64 reachable_host4" in back
 
