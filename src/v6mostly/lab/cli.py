@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from .topology import NODES, Lab, LabConfig, LabError, destroy, lab_ids, load_lab, new_id
+from .topology import ALL_NODES, Lab, LabConfig, LabError, destroy, lab_ids, load_lab, new_id
 
 
 def _pick(lab_id: str | None) -> Lab:
@@ -27,6 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         queues=args.queues,
         offload=not args.no_offload,
         ipv4_mtu=args.ipv4_mtu,
+        site=args.site,
     )
     lab = Lab(args.lab or new_id(), cfg)
     lab.up()
@@ -64,6 +65,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.site:
+        from .demo import run_site_demo
+
+        return run_site_demo(offload=not args.no_offload, queues=args.queues)
     from .demo import run_demo
 
     return run_demo(offload=not args.no_offload, queues=args.queues)
@@ -78,6 +83,11 @@ def add_lab_parser(sub: Any) -> None:
     up.add_argument("--queues", type=int, default=0)
     up.add_argument("--no-offload", action="store_true")
     up.add_argument("--ipv4-mtu", type=int, default=1500, help="MTU of the IPv4 side")
+    up.add_argument(
+        "--site",
+        action="store_true",
+        help="the whole site: legacy, mostly (CLAT) and v6only clients, NAT44, inet6",
+    )
     up.set_defaults(func=cmd_up)
     dn = ls.add_parser("down", help="remove a lab (also after a crash)")
     dn.add_argument("lab_id", nargs="?")
@@ -88,10 +98,11 @@ def add_lab_parser(sub: Any) -> None:
     st.set_defaults(func=cmd_status)
     ex = ls.add_parser("exec", help="run a command in a node: lab exec NODE -- CMD")
     ex.add_argument("--lab")
-    ex.add_argument("node", choices=NODES)
+    ex.add_argument("node", choices=ALL_NODES)
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
     de = ls.add_parser("demo", help="up, ping/curl/traceroute/iperf3 through the PLAT, down")
     de.add_argument("--queues", type=int, default=0)
     de.add_argument("--no-offload", action="store_true")
+    de.add_argument("--site", action="store_true", help="the site lab (three clients)")
     de.set_defaults(func=cmd_demo)

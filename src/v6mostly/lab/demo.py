@@ -125,3 +125,69 @@ def run_demo(offload: bool = True, queues: int = 0) -> int:
     print()
     print(f"lab {lab.id} removed")
     return 0
+
+
+def _curl(lab: Lab, node: str, url: str, *opts: str) -> str:
+    r = lab.exec(node, ["curl", "-sS", "-m", "10", *opts, "-w", "\n%{http_code}", url], check=False)
+    body, _, code = r.stdout.rpartition("\n")
+    if code.strip() != "200":
+        return f"FAILED ({r.stderr.strip() or code})"
+    return f"HTTP 200 {body.strip()!r}"
+
+
+def run_site_demo(offload: bool = True, queues: int = 0) -> int:
+    """The whole site: legacy (NAT44), mostly (CLAT -> PLAT) and v6only (DNS64) clients."""
+    from .site import clat_state, client_report, traffic_split
+    from .topology import SERVER6, SERVER6_NAME, SERVER_NAME, SITE_CLIENTS
+
+    print("v6mostly demo: the IPv6-mostly site of the RubyKaigi report, in network namespaces")
+    print("  legacy (dhcpcd, no option 108) | mostly (dhcpcd + option 108, v6mostly clat) |")
+    print(f"  v6only (no DHCPv4)  --  one LAN  --  plat (v6mostly router, NAT64 Pref64 {PREF64},")
+    print(f"  NAT44)  --  inet4 ({SERVER4}, IPv4 only), inet6 ({SERVER6})")
+    print()
+    cfg = LabConfig(offload=offload, queues=queues, site=True)
+    with running_lab(cfg) as lab:
+        print(f"lab {lab.id} up")
+        print()
+        print("what each client got from DHCPv4 and from the router's RAs:")
+        for node in SITE_CLIENTS:
+            rep = client_report(lab, node)
+            print(f"  {node}:")
+            print(f"    DHCPv4   {rep.dhcp4}")
+            print(f"    IPv4     {', '.join(rep.ipv4) or 'none'}; default {rep.route4 or 'none'}")
+            print(f"    IPv6     {', '.join(rep.ipv6)} (SLAAC); default {rep.route6}")
+            print(f"    PREF64   {rep.pref64}")
+        st = clat_state(lab)
+        print(
+            f"  mostly's CLAT: {'active' if st.get('active') else 'INACTIVE'}, "
+            f"{st.get('clat_ipv6')} = 192.0.0.1, Pref64 {st.get('pref64')} "
+            f"({st.get('pref64_source')})"
+        )
+        print()
+        print("the IPv4-only server:")
+        u4 = f"http://{SERVER4}/"
+        print(f"  mostly  curl {u4} (CLAT -> PLAT)     {_curl(lab, 'mostly', u4)}")
+        print(f"  legacy  curl {u4} (NAT44)            {_curl(lab, 'legacy', u4)}")
+        un = f"http://{SERVER_NAME}/"
+        r = lab.exec("v6only", ["dig", "+short", "+time=2", SERVER_NAME, "AAAA"], check=False)
+        print(f"  v6only  {SERVER_NAME} AAAA (DNS64) -> {r.stdout.strip()}")
+        print(f"  v6only  curl {un} (DNS64 -> PLAT) {_curl(lab, 'v6only', un)}")
+        print("the IPv6 server, natively:")
+        for node in SITE_CLIENTS:
+            u6 = f"http://{SERVER6_NAME}/"
+            print(f"  {node:7} curl {u6}             {_curl(lab, node, u6, '-6')}")
+        r = lab.exec("mostly", ["traceroute", "-n", "-q", "1", "-w", "1", SERVER4], timeout=60)
+        print(f"traceroute {SERVER4} from mostly (IPv4 literal, through CLAT and PLAT):")
+        for line in r.stdout.splitlines()[1:]:
+            print("   ", line.strip())
+        print("  (192.0.0.2: the CLAT's peer; 192.0.0.8: an IPv6-only hop, RFC 7600)")
+        split = traffic_split(lab)
+        print()
+        print("traffic split (bytes forwarded for the LAN, from the PLAT's and NAT44's counters):")
+        for name, b, share in split.rows():
+            bar = "#" * round(share * 40)
+            print(f"  {name:22} {b:>10} B  {share * 100:5.1f} %  {bar}")
+        print(f"  {'total':22} {split.total:>10} B")
+    print()
+    print(f"lab {lab.id} removed")
+    return 0

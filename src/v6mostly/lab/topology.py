@@ -19,6 +19,10 @@ process inside the lab's namespaces and deletes them, which removes their
 links, TUN devices, routes and nftables tables too; it works from the names
 alone, so it also cleans up after a crash.
 
+``lab up --site`` (``LabConfig.site``) builds the whole IPv6-mostly site
+instead: clients ``legacy``, ``mostly`` (CLAT) and ``v6only`` on one bridged
+LAN, NAT44 beside the NAT64, and an IPv6 server ``inet6``; see ``site.py``.
+
 The translator can be ``v6mostly`` (default), ``tayga`` (Debian's TAYGA behind
 the same NAPT66 table, for comparison) or ``none`` (plain IPv6 forwarding to a
 server that also has IPv6: the ceiling).
@@ -44,6 +48,10 @@ from ..errors import V6mostlyError
 RUN_DIR = "/run/v6mostly-lab"
 PREFIX = "v6m-"
 NODES = ("client6", "plat", "inet4")
+#: ``lab up --site``: three clients on one LAN (a bridge in the router node).
+SITE_CLIENTS = ("legacy", "mostly", "v6only")
+SITE_NODES = (*SITE_CLIENTS, "plat", "inet4", "inet6")
+ALL_NODES = (*NODES, *SITE_CLIENTS, "inet6")
 
 PREF64 = "2001:db8:64::/96"
 CLIENT_NET = "2001:db8:1::/64"
@@ -61,6 +69,11 @@ SERVER_NAME = "www.example.net"
 METRICS = "127.0.0.1:9464"
 ROUTER_METRICS = "127.0.0.1:9466"
 LAN4_ROUTER = "192.0.2.1"  # the client link's IPv4 (legacy clients), inside the lab only
+LAN4_NET = "192.0.2.0/24"
+LAN_BRIDGE = "lan0"  # the site lab's client LAN, in the plat node
+SERVER6 = "2001:db8:2::10"  # the site lab's IPv6 server (inet6)
+SERVER6_NAME = "www6.example.net"
+SITE_TABLE = "v6mostly_lab_site"  # NAT44 and per-family forwarding counters
 
 
 def server6() -> str:
@@ -103,6 +116,11 @@ class LabConfig:
     router: bool = True
     #: RPS on the translator's TUN (v6mostly's default; applied to tayga's TUN too when set).
     rps: bool = True
+    #: The whole IPv6-mostly site (see ``site.py``): clients ``legacy`` (dhcpcd without
+    #: option 108: native IPv4 through NAT44), ``mostly`` (dhcpcd with option 108, then
+    #: ``v6mostly clat``) and ``v6only`` on one bridged LAN, plus ``inet6``. Needs
+    #: ``router`` and the ``v6mostly`` translator.
+    site: bool = False
 
 
 @dataclass
@@ -113,9 +131,13 @@ class Lab:
 
     # -- names -------------------------------------------------------------------
 
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return SITE_NODES if self.config.site else NODES
+
     def ns(self, node: str) -> str:
-        if node not in NODES:
-            raise LabError(f"no node {node!r} (nodes: {', '.join(NODES)})")
+        if node not in self.nodes:
+            raise LabError(f"no node {node!r} (nodes: {', '.join(self.nodes)})")
         return f"{PREFIX}{self.id}-{node}"
 
     @property
@@ -155,8 +177,10 @@ class Lab:
             json.dump({"id": self.id, "config": asdict(self.config), "pids": self.pids}, f)
 
     def up(self) -> None:
+        if self.config.site and (not self.config.router or self.config.translator != "v6mostly"):
+            raise LabError("lab up --site needs the router and the v6mostly translator")
         os.makedirs(self.dir, exist_ok=True)
-        for node in NODES:
+        for node in self.nodes:
             if os.path.exists(f"/run/netns/{self.ns(node)}"):
                 raise LabError(f"namespace {self.ns(node)} already exists (lab {self.id} is up?)")
         try:
@@ -169,7 +193,7 @@ class Lab:
         from pyroute2 import IPRoute, netns
 
         cfg = self.config
-        for node in NODES:
+        for node in self.nodes:
             netns.create(self.ns(node))
             for k in (
                 "net.ipv6.conf.all.accept_dad=0",
@@ -183,6 +207,11 @@ class Lab:
             self.exec(node, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
             self.exec(node, ["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"])
         self.save()
+        if cfg.site:
+            from .site import build_site
+
+            build_site(self)
+            return
         c_ns, _p_ns, i_ns = (f"/run/netns/{self.ns(n)}" for n in NODES)
         with IPRoute(netns=self.ns("plat")) as ipr:
             ipr.link("add", ifname="c6", kind="veth", peer={"ifname": "eth0", "net_ns_fd": c_ns})
@@ -242,7 +271,7 @@ class Lab:
         self.save()
         self.wait_ready()
 
-    def _start_servers(self) -> None:
+    def _start_servers(self, extra_records: Sequence[str] = ()) -> None:
         www = self.path("www")
         os.makedirs(www, exist_ok=True)
         with open(os.path.join(www, "index.html"), "w") as f:
@@ -260,21 +289,30 @@ class Lab:
             "inet4",
             "dns",
             dnsmasq_argv(
-                self.path("dnsmasq.pid"), SERVER4, [f"{SERVER_NAME},{SERVER4}"], local="example.net"
+                self.path("dnsmasq.pid"),
+                SERVER4,
+                [f"{SERVER_NAME},{SERVER4}", *extra_records],
+                local="example.net",
             ),
         )
 
     @property
     def etc_dir(self) -> str:
-        return f"/etc/netns/{self.ns('client6')}"
+        return self.etc_dir_of("client6")
+
+    def etc_dir_of(self, node: str) -> str:
+        """What ``ip netns exec`` mounts over /etc in ``node`` (resolv.conf)."""
+        return f"/etc/netns/{self.ns(node)}"
 
     def site_config(self) -> str:
+        lan = LAN_BRIDGE if self.config.site else "c6"
+        listen = f'"{PLAT_V6}", "{LAN4_ROUTER}"' if self.config.site else f'"{PLAT_V6}"'
         return f"""# v6mostly lab {self.id}: the router (what the network tells its clients)
 [site]
 pref64 = "{PREF64}"
 
 [[interface]]
-name = "c6"
+name = "{lan}"
 prefixes = ["{CLIENT_NET}"]
 rdnss = ["{PLAT_V6}"]
 dnssl = ["example.net"]
@@ -292,7 +330,7 @@ v6only_wait = 300
 lease_db = "{self.path("leases.sqlite")}"
 
 [dns]
-listen = ["{PLAT_V6}"]
+listen = [{listen}]
 allow = ["{CLIENT_NET}", "192.0.2.0/24"]
 upstream = "{SERVER4}"
 dns64 = true
@@ -378,16 +416,17 @@ listen = "{METRICS if cfg.metrics else ""}"
         """Wait until the translator runs and the servers listen."""
         deadline = time.monotonic() + timeout
         target = SERVER6_NATIVE if self.config.translator == "none" else server6()
+        client = "v6only" if self.config.site else "client6"
         last = ""
         while time.monotonic() < deadline:
             for name, pid in self.pids.items():
-                if not _alive(pid):
+                if not alive(pid):
                     raise LabError(
                         f"{name} exited at start; see {self.path(name + '.log')}: "
-                        + _tail(self.path(name + ".log"))
+                        + tail(self.path(name + ".log"))
                     )
             r = self.exec(
-                "client6",
+                client,
                 [
                     "curl",
                     "-s",
@@ -418,10 +457,10 @@ listen = "{METRICS if cfg.metrics else ""}"
 
     def status(self) -> str:
         lines = [
-            f"lab {self.id} ({self.config.translator}, queues {self.config.queues or 'auto'}, "
+            f"lab {self.id} ({'site, ' if self.config.site else ''}{self.config.translator}, queues {self.config.queues or 'auto'}, "
             f"offload {'on' if self.config.offload else 'off'})"
         ]
-        for node in NODES:
+        for node in self.nodes:
             ns = self.ns(node)
             present = os.path.exists(f"/run/netns/{ns}")
             lines.append(f"  {node:8} {ns}: {'up' if present else 'MISSING'}")
@@ -431,7 +470,7 @@ listen = "{METRICS if cfg.metrics else ""}"
                     if not ln.startswith("lo "):
                         lines.append("           " + " ".join(ln.split()))
         for name, pid in sorted(self.pids.items()):
-            lines.append(f"  process {name:8} pid {pid}: {'running' if _alive(pid) else 'EXITED'}")
+            lines.append(f"  process {name:8} pid {pid}: {'running' if alive(pid) else 'EXITED'}")
         return "\n".join(lines)
 
     # -- tearing down --------------------------------------------------------------
@@ -483,7 +522,7 @@ def dnsmasq_argv(pid_file: str, listen: str, records: list[str], local: str = ""
     return argv + [f"--host-record={r}" for r in records]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -506,7 +545,7 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def _tail(path: str, n: int = 3) -> str:
+def tail(path: str, n: int = 3) -> str:
     try:
         with open(path, errors="replace") as f:
             return " | ".join(f.read().strip().splitlines()[-n:])
@@ -579,7 +618,7 @@ def destroy(lab_id: str) -> list[str]:
             netns.remove(ns)
             removed.append(ns)
     shutil.rmtree(os.path.join(RUN_DIR, lab_id), ignore_errors=True)
-    for node in NODES:
+    for node in ALL_NODES:
         shutil.rmtree(f"/etc/netns/{PREFIX}{lab_id}-{node}", ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir("/etc/netns")  # only when empty: it was ours

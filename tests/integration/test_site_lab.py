@@ -1,0 +1,232 @@
+"""The site lab (`v6mostly lab up --site`): legacy, mostly and v6only clients side by side.
+
+One module-scoped lab: ``legacy`` (dhcpcd without option 108: a 192.0.2.x lease,
+IPv4 through NAT44), ``mostly`` (dhcpcd with option 108: no IPv4 lease, then
+``v6mostly clat``: IPv4 literals through CLAT -> PLAT), ``v6only`` (no DHCPv4:
+DNS64), all with SLAAC and native IPv6 to ``inet6``. Every path of ``lab demo
+--site`` is asserted here, and the traffic split computed from the PLAT's
+metrics and the router's nftables counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lab_helpers import require_root, wait_for
+from v6mostly.lab import site as site_mod
+from v6mostly.lab.site import (
+    clat_state,
+    client_ipv4,
+    client_ipv6,
+    default_route,
+    site_counters,
+    traffic_split,
+)
+from v6mostly.lab.topology import (
+    CLIENT_NET,
+    LAN4_ROUTER,
+    PLAT_V4,
+    PREF64,
+    ROUTER_METRICS,
+    SERVER4,
+    SERVER6,
+    SERVER6_NAME,
+    SERVER_NAME,
+    SITE_CLIENTS,
+    Lab,
+    LabConfig,
+    LabError,
+    alive,
+    namespaces,
+    running_lab,
+)
+from v6mostly.metrics import parse_exposition
+
+pytestmark = pytest.mark.integration
+
+HELLO4 = "hello from the IPv4-only Internet\n"
+HELLO6 = "hello from the IPv6 Internet\n"
+
+
+def _digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "absent"
+
+
+def _host_dhcp_files() -> list[str]:
+    return sorted(os.listdir("/var/lib/dhcpcd")) if os.path.isdir("/var/lib/dhcpcd") else []
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_root()
+    resolv, leases = _digest("/etc/resolv.conf"), _host_dhcp_files()
+    with running_lab(LabConfig(queues=1, site=True)) as lab:
+        yield lab
+    # lab down: no namespace, no process, no /etc/netns file left; the host's
+    # resolv.conf and dhcpcd lease directory untouched.
+    assert namespaces(lab.id) == []
+    assert not os.path.exists(lab.dir)
+    assert not any(os.path.exists(lab.etc_dir_of(n)) for n in SITE_CLIENTS)
+    for pid in lab.pids.values():
+        assert wait_for(lambda p=pid: not alive(p), 5), pid
+    assert _digest("/etc/resolv.conf") == resolv
+    assert _host_dhcp_files() == leases
+
+
+def curl(lab: Lab, node: str, url: str, *opts: str) -> str:
+    r = lab.exec(node, ["curl", "-sS", "--max-time", "10", *opts, url], check=False)
+    assert r.returncode == 0, f"{node}: curl {url}: {r.stderr}"
+    return r.stdout
+
+
+def router_metrics(lab: Lab) -> dict[str, float]:
+    r = lab.exec("plat", ["curl", "-s", f"http://{ROUTER_METRICS}/metrics"], check=False)
+    return parse_exposition(r.stdout)
+
+
+def log(lab: Lab, name: str) -> str:
+    p = Path(lab.path(name + ".log"))
+    return p.read_text(errors="replace") if p.exists() else ""
+
+
+def test_every_client_has_slaac_and_the_ra_default_route(lab: Lab) -> None:
+    for node in SITE_CLIENTS:
+        v6 = [a for a in client_ipv6(lab, node) if a.endswith("/64")]
+        assert v6 and all(
+            ipaddress.IPv6Interface(a) in ipaddress.IPv6Network(CLIENT_NET) for a in v6
+        )
+        route = default_route(lab, node, "-6")
+        assert route.startswith("via fe80::") and "proto ra" in route, (node, route)
+
+
+def test_legacy_gets_a_lease_and_reaches_the_ipv4_server_through_nat44(lab: Lab) -> None:
+    addrs = client_ipv4(lab, "legacy")
+    assert len(addrs) == 1 and ipaddress.IPv4Interface(addrs[0]) in ipaddress.IPv4Network(
+        "192.0.2.0/24"
+    ), addrs
+    out = log(lab, "dhcpcd-legacy")
+    assert f"leased {addrs[0].split('/')[0]}" in out and "IPv6-Only Preferred" not in out
+    assert default_route(lab, "legacy", "-4").startswith(f"via {LAN4_ROUTER} dev eth0")
+    before = site_counters(lab)["native4_out"]
+    assert curl(lab, "legacy", f"http://{SERVER4}/") == HELLO4
+    after = site_counters(lab)["native4_out"]
+    assert after[0] > before[0] and after[1] > before[1]
+    # Masqueraded: the server saw the router's IPv4 side, not 192.0.2.x.
+    assert wait_for(lambda: f"{PLAT_V4} - -" in log(lab, "http"), 5), log(lab, "http")[-500:]
+    assert "192.0.2." not in log(lab, "http")
+    r = lab.exec("plat", ["nft", "list", "table", "inet", site_mod.SITE_TABLE])
+    assert 'oifname "i4" ip saddr 192.0.2.0/24 masquerade' in r.stdout
+
+
+def test_mostly_gets_no_ipv4_lease_and_its_clat_carries_ipv4_literals(lab: Lab) -> None:
+    out = log(lab, "dhcpcd-mostly")
+    assert "IPv6-Only Preferred received (300 seconds)" in out, out[-2000:]
+    assert "leased " not in out
+    assert client_ipv4(lab, "mostly") == []
+    assert router_metrics(lab)['v6mostly_dhcp4_offers_total{v6only="yes"}'] >= 1
+    st = clat_state(lab)
+    assert st.get("active") and st["pref64"] == PREF64, st
+    assert default_route(lab, "mostly", "-4").startswith("dev clat0")
+    m0 = lab.metrics()
+    assert curl(lab, "mostly", f"http://{SERVER4}/") == HELLO4
+    r = lab.exec("mostly", ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER4], check=False)
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
+    m1 = lab.metrics()
+    key = 'v6mostly_translated_packets_total{direction="6to4",protocol="tcp"}'
+    assert m1[key] > m0[key]
+
+
+def test_v6only_resolves_the_ipv4_only_name_to_the_pref64_and_curls_it(lab: Lab) -> None:
+    assert client_ipv4(lab, "v6only") == []
+    assert not Path(lab.path("dhcpcd-v6only.log")).exists()
+    r = lab.exec("v6only", ["dig", "+short", "+time=2", SERVER_NAME, "AAAA"])
+    addr = r.stdout.strip()
+    assert ipaddress.IPv6Address(addr) in ipaddress.IPv6Network(PREF64), addr
+    assert ipaddress.IPv6Address(addr).packed[-4:] == ipaddress.IPv4Address(SERVER4).packed
+    assert curl(lab, "v6only", f"http://{SERVER_NAME}/") == HELLO4
+
+
+def test_all_clients_reach_inet6_natively(lab: Lab) -> None:
+    r = lab.exec("v6only", ["dig", "+short", "+time=2", SERVER6_NAME, "AAAA"])
+    assert r.stdout.strip() == SERVER6  # a real AAAA: no synthesis
+    for node in SITE_CLIENTS:
+        before = site_counters(lab)["native6_out"]
+        assert curl(lab, node, f"http://{SERVER6_NAME}/", "-6") == HELLO6
+        assert site_counters(lab)["native6_out"][1] > before[1]
+        # Native: the server sees the client's own SLAAC address.
+        src = next(a for a in client_ipv6(lab, node) if a.endswith("/64")).split("/")[0]
+        assert wait_for(lambda s=src: s in log(lab, "http6"), 5), (node, log(lab, "http6")[-500:])
+
+
+def test_traceroute_by_ipv4_literal_from_mostly(lab: Lab) -> None:
+    r = lab.exec(
+        "mostly", ["traceroute", "-n", "-q", "1", "-w", "2", "-m", "8", SERVER4], timeout=60
+    )
+    hops = [ln.split()[1] for ln in r.stdout.splitlines()[1:] if len(ln.split()) > 1]
+    assert hops[-1] == SERVER4, r.stdout
+    assert "*" not in hops, r.stdout
+    assert "192.0.0.8" in hops, r.stdout  # the IPv6-only hop (RFC 7600 dummy address)
+
+
+def test_zz_traffic_split_from_the_services_counters(lab: Lab) -> None:
+    """Last: every path above moved bytes; the three parts add up to the total."""
+    split = traffic_split(lab)
+    assert split.native6 > 0 and split.nat64 > 0 and split.nat44 > 0, split
+    assert split.total == split.native6 + split.nat64 + split.nat44
+    rows = split.rows()
+    assert [r[0] for r in rows] == ["native IPv6", "IPv4 via NAT64", "native IPv4 via NAT44"]
+    assert sum(r[1] for r in rows) == split.total
+    assert abs(sum(r[2] for r in rows) - 1.0) < 1e-9
+    # NAT64 bytes (PLAT metrics) and the router's own view of the LAN <-> TUN traffic agree
+    # in order of magnitude (IPv4 bytes are 20 per packet fewer than IPv6).
+    c = site_counters(lab)
+    lan_tun = c["to_nat64"][1] + c["from_nat64"][1]
+    assert 0.5 * lan_tun < split.nat64 <= lan_tun, (split, c)
+
+
+def test_lab_up_failure_removes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site build that fails half way (servers already running) leaves nothing."""
+    require_root()
+
+    def boom(lab: Lab) -> None:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(site_mod, "_start_inet6", boom)
+    lab = Lab(os.urandom(3).hex(), LabConfig(site=True))
+    with pytest.raises(RuntimeError, match="injected"):
+        lab.up()
+    assert namespaces(lab.id) == []
+    assert not os.path.exists(lab.dir)
+    assert "http" in lab.pids  # it had started processes, which are gone now
+    for pid in lab.pids.values():
+        assert wait_for(lambda p=pid: not alive(p), 5), pid
+    with pytest.raises(LabError, match="needs the router"):
+        Lab(os.urandom(3).hex(), LabConfig(site=True, translator="tayga")).up()
+
+
+def test_lab_cli_up_site_and_down() -> None:
+    """`v6mostly lab up --site` and `lab down` through the CLI."""
+    require_root()
+    lab_id = os.urandom(3).hex()
+    v6m = [sys.executable, "-m", "v6mostly", "lab"]
+    try:
+        r = subprocess.run(
+            [*v6m, "up", "--site", "--lab", lab_id], capture_output=True, text=True, timeout=180
+        )
+        assert r.returncode == 0, r.stderr
+        assert "legacy" in r.stdout and "clat0" in r.stdout and "192.0.2." in r.stdout
+    finally:
+        d = subprocess.run([*v6m, "down", lab_id], capture_output=True, text=True, timeout=60)
+    assert f"v6m-{lab_id}-mostly" in d.stdout
+    assert namespaces(lab_id) == []
