@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo test lint bench bench-e2e bench-dhcp fuzz clean debs
+.PHONY: demo demo-site test lint bench bench-e2e bench-clat bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -26,8 +26,15 @@ debs:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && $(APT) $$missing >/dev/null; fi
 
+# The PLAT seen from an IPv6-only client (ping, curl, traceroute, iperf3), then the whole
+# site: legacy (NAT44), mostly (dhcpcd + option 108, CLAT) and v6only clients side by side.
 demo: $(STAMP) debs
 	$(BIN)/v6mostly lab demo
+	@echo
+	$(BIN)/v6mostly lab demo --site
+
+demo-site: $(STAMP) debs
+	$(BIN)/v6mostly lab demo --site
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
@@ -43,6 +50,11 @@ bench: $(STAMP)
 # forwarding (root; a few minutes). See bench/e2e.py.
 bench-e2e: $(STAMP) debs
 	$(BIN)/python bench/e2e.py --seconds 5
+
+# 464XLAT: IPv4 literals from an IPv6-only client through CLAT + the v6mostly PLAT,
+# `v6mostly clat` against Debian's tayga set up as clatd runs it (root). See bench/clat.py.
+bench-clat: $(STAMP) debs
+	$(BIN)/python bench/clat.py --seconds 5
 
 # DHCPv4 exchanges per second, v6mostly (SQLite leases) against Debian's Kea (root).
 bench-dhcp: $(STAMP) debs
