@@ -33,7 +33,15 @@ Active, it holds:
   IPv6 results leave through a raw socket on the uplink.
 
 The IPv4 MTU of the TUN is the uplink's IPv6 MTU - 20 and follows it (RA MTU
-options change it). The state (Pref64 and its source, addresses, MTU, active
+options change it).
+
+Time for lifetimes is ``CLOCK_BOOTTIME``: a PREF64 lifetime runs on while the
+host sleeps (``CLOCK_MONOTONIC`` stops in suspend, so a CLAT using it would
+think a stale prefix still valid after resume). A pause the loop notices (it
+woke up much later than it asked to: suspend/resume, SIGSTOP/SIGCONT, a
+frozen VM) is handled like a link change: Router Solicitations at once, the
+known prefixes must be re-advertised, DNS discovery is re-checked (Apple's
+CLAT did not come back after resume). The state (Pref64 and its source, addresses, MTU, active
 or why not, counters) is written to ``/run/v6mostly/clat-IF.json`` for
 ``v6mostly clat status``. SIGTERM removes everything; a start after SIGKILL
 removes what the killed one left (named in its state file) and takes over.
@@ -70,6 +78,18 @@ DUMMY_V4 = "192.0.0.8"
 #: Metric of the CLAT's IPv4 default route (a native one, if it comes, is preferred
 #: until the supervisor steps back).
 ROUTE_METRIC = 2048
+#: Per-destination burst of the ICMP errors the CLAT's translator originates. Nearly
+#: all of them go to the host itself (192.0.0.1: Time Exceeded for a TTL 1 packet,
+#: the CLAT being the host's IPv4 first hop 192.0.0.2; Packet Too Big; unreachable),
+#: where the kernel's burst of 6 per second only starves the host's own tools: a
+#: traceroute asks 3 times per hop, and a second run (ICMP after UDP, mtr) in the same
+#: second lost its first hop. So the per-destination bucket is as large as the global
+#: one (1000/s, burst 50), which still bounds errors to any IPv6 peer (RFC 4443
+#: §2.4 (f)); refill stays one per second.
+ICMP_ERROR_BURST = 50
+#: The loop woke up this much later than it asked: the host slept or the process was
+#: stopped (handled as a link change).
+PAUSE_SLACK = 5.0
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
@@ -77,6 +97,11 @@ _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 class ClatError(V6mostlyError):
     pass
+
+
+def _now() -> float:
+    """The clock of Pref64 lifetimes: CLOCK_BOOTTIME counts the time the host slept."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 @dataclass
@@ -231,7 +256,7 @@ class ClatService:
             raise ClatError(f"tun {s.tun}: must not be the uplink itself")
         self.take_over()
         self.listener = ndisc.UserOptListener()
-        now = time.monotonic()
+        now = _now()
         self.tracker.start(now)
         self.link_up, self.mac = link_state(s.interface)
         self._log_events()
@@ -277,21 +302,61 @@ class ClatService:
 
     def run(self) -> None:
         while True:
-            self.step(time.monotonic())
+            self.step(_now())
             nd = self.tracker.next_deadline()
-            wait = 1.0 if nd is None else max(0.05, min(1.0, nd - time.monotonic()))
-            info = signal.sigtimedwait(_SIGNALS, wait)
-            if info is None:
+            start = _now()
+            until = start + (1.0 if nd is None else max(0.05, min(1.0, nd - start)))
+            if not self.wait(until):
+                return
+
+    def wait(self, until: float) -> bool:
+        """Wait for signals until ``until`` (or a pause, a SIGHUP); False on SIGTERM/SIGINT.
+
+        SIGCHLD only reaps: every ``step`` runs ``nft`` (its counters), whose exit
+        leaves a SIGCHLD pending, and stepping again on it made the loop spin
+        (a step every ~20 ms instead of every second)."""
+        for _ in range(10_000):  # bounded: each pass takes a signal or ends the wait
+            before = _now()
+            left = until - before
+            if left <= 0:
+                return True
+            info = signal.sigtimedwait(_SIGNALS, left)
+            paused = self.check_pause(before, left, _now())
+            signo = info.si_signo if info is not None else None
+            if signo not in _SIGNALS:
+                # None: the time is up. Anything else is the uninitialised siginfo
+                # CPython's sigtimedwait returns when the wait was interrupted
+                # (SIGSTOP/SIGCONT, the freezer at suspend) and the time ran out
+                # meanwhile: no signal was taken (seen with CPython 3.11).
+                if paused:
+                    return True
                 continue
-            if info.si_signo == signal.SIGCHLD:
+            if signo == signal.SIGCHLD:
                 if self.active is not None:
                     self.active.dp.reap()
-            elif info.si_signo == signal.SIGHUP:
+                if paused:
+                    return True
+            elif signo == signal.SIGHUP:
                 log.info("SIGHUP: re-checking the link and the Pref64")
-                self.tracker.on_link_change(time.monotonic())
+                self.tracker.on_link_change(_now())
+                return True
             else:
-                log.info("%s: stopping", signal.Signals(info.si_signo).name)
-                return
+                log.info("%s: stopping", signal.Signals(signo).name)
+                return False
+        return True
+
+    def check_pause(self, before: float, wait: float, now: float) -> bool:
+        """After a wait of ``wait`` s from ``before``: a pause (suspend, SIGSTOP) when it
+        ended much later. Then the network may have changed or gone: re-solicit and
+        re-confirm as after a link change (what arrived meanwhile is still read)."""
+        slept = now - before
+        if slept <= wait + PAUSE_SLACK:
+            return False
+        log.warning(
+            "resumed after a pause of %.0f s (suspend or stop): soliciting a fresh RA", slept
+        )
+        self.tracker.on_link_change(now)
+        return True
 
     def step(self, now: float) -> None:
         """One pass: read events, update the tracker, reconcile, write the state file."""
@@ -325,7 +390,7 @@ class ClatService:
 
         self.tracker.on_dns_query_sent(now)
         found = from_ipv4only_arpa(self.s.dns, 2.0)
-        now = time.monotonic()
+        now = _now()
         if found:
             self.tracker.on_dns_result([f.prefix for f in found], 300, now)
         else:
@@ -418,6 +483,7 @@ class ClatService:
                 icmp_source_dummy=DUMMY_V4,
                 icmp_ext_node_id=True,
                 hairpinning=False,
+                icmp_ratelimit_burst=ICMP_ERROR_BURST,
             )
             return Translator(cfg, stats, time.monotonic)
 
