@@ -143,9 +143,7 @@ def test_clock_is_read_only_for_errors() -> None:
         reads.append(1)
         return 0.0
 
-    xl = Translator(
-        TranslatorConfig(pool6="64:ff9b::/96", eam=EAM, ipv6_address=OWN6), clock=clock
-    )
+    xl = Translator(TranslatorConfig(pool6="64:ff9b::/96", eam=EAM, ipv6_address=OWN6), clock=clock)
     xl.translate(raw(IPv6(src="2001:db8::2", dst="64:ff9b::808:808") / UDP()))
     assert reads == []
     xl.translate(raw(IPv6(src="2001:db8::2", dst="64:ff9b::808:808", hlim=1) / UDP()))
@@ -372,3 +370,19 @@ def test_translate_into_answers_own_address_in_place_api() -> None:
     buf = bytearray(HEADROOM) + req
     s, n = xl.translate_into(buf, HEADROOM, len(buf))
     assert (s, n) == (-1, 1) and len(xl.pending) == 1
+
+
+def test_clat_delivers_hop_limit_one_to_the_host() -> None:
+    """A CLAT's IPv4 side is the host itself: an IPv6 packet arriving with hop limit 1
+    is delivered (TTL 1 reaches the local stack), not expired."""
+    xl = Translator(
+        TranslatorConfig(
+            pool6="64:ff9b::/96",
+            eam=[("2001:db8:1::c1a7/128", "192.0.0.1/32")],
+            expire_hop_limit_6to4=False,
+        )
+    )
+    pkt = raw(IPv6(src="64:ff9b::808:808", dst="2001:db8:1::c1a7", hlim=1) / UDP(sport=53, dport=9))
+    v = xl.translate(pkt)
+    assert v.drop is None and IP(v.packets[0]).ttl == 1 and IP(v.packets[0]).dst == "192.0.0.1"
+    assert make().translate(pkt).drop == Drop.TTL_EXPIRED  # a router-like translator expires it

@@ -484,6 +484,9 @@ class ClatService:
                 icmp_ext_node_id=True,
                 hairpinning=False,
                 icmp_ratelimit_burst=ICMP_ERROR_BURST,
+                # The host is the destination of what comes from IPv6: deliver it even
+                # at hop limit 1, as a host does (the CLAT is no router hop that way).
+                expire_hop_limit_6to4=False,
             )
             return Translator(cfg, stats, time.monotonic)
 

@@ -280,7 +280,9 @@ class TranslatorService:
         assert self.dp is not None
         while True:
             info = signal.sigtimedwait(_SIGNALS, 1.0)
-            if info is None:
+            # After SIGSTOP/SIGCONT CPython 3.11 may return an uninitialised siginfo
+            # when the wait was interrupted: a number outside the set is no signal.
+            if info is None or info.si_signo not in _SIGNALS:
                 if self.watch is not None:
                     self.follow_mtu()  # a missed SIGIO costs at most a second
                 continue

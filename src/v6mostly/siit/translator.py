@@ -70,6 +70,10 @@ class TranslatorConfig:
     ipv4_mtu: int = 65535
     #: RFC 7915 §4.5: compute the checksum of unfragmented zero-checksum UDP/IPv4.
     amend_udp_checksum_zero: bool = True
+    #: Answer IPv6 packets that arrive with Hop Limit 1 with Time Exceeded (RFC 7915
+    #: §5.1). Off in a CLAT: there the IPv4 side is the host itself, the packet's
+    #: destination, which accepts it whatever its hop limit.
+    expire_hop_limit_6to4: bool = True
     #: Decrement TTL/Hop Limit here (Jool style). Off in a TUN deployment, where
     #: the kernel already decrements on the way in and on the way out.
     decrement_ttl: bool = False
@@ -172,6 +176,7 @@ class Translator:
         self.set_link_mtu(cfg.ipv6_mtu, cfg.ipv4_mtu)
         self.amend_udp = cfg.amend_udp_checksum_zero
         self.decrement_ttl = cfg.decrement_ttl
+        self.expire_6to4 = cfg.expire_hop_limit_6to4
         self.reset_tc = cfg.reset_traffic_class
         self.hairpinning = cfg.hairpinning
         index, count = cfg.ip_id_slice

@@ -67,9 +67,9 @@ def translate_6to4(xl: Translator, buf: bytearray, start: int, end: int) -> tupl
         return xl.drop(Drop.MULTICAST)
 
     # -- §5.1 "Hop Limit" --------------------------------------------------------------
-    if hlim <= 1:
+    if hlim <= 1 and xl.expire_6to4:
         return hop_limit_expired(xl, buf, start, end)
-    if xl.decrement_ttl:
+    if xl.decrement_ttl and hlim > 1:
         hlim -= 1
 
     # -- §5.1 fragment fields ----------------------------------------------------------
