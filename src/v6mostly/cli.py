@@ -291,10 +291,10 @@ def cmd_router(args: argparse.Namespace) -> int:
 
 def cmd_clat(args: argparse.Namespace) -> int:
     from .config import clat_from_flags, load_clat
-    from .services import clat
+    from .services import clat, clat_text
 
     if args.action == "status":
-        print(clat.status_text(args.state_dir, args.target))
+        print(clat_text.status_text(args.state_dir, args.target))
         return 0
     if args.target is not None:
         raise V6mostlyError(f"clat {args.target!r}: unexpected argument (did you mean --interface?)")
@@ -310,7 +310,7 @@ def cmd_clat(args: argparse.Namespace) -> int:
         raise V6mostlyError("clat: give --interface IF (or --config FILE)")
     s.state_dir = args.state_dir
     if args.dry_run:
-        print(clat.dry_run_text(s))
+        print(clat_text.dry_run_text(s))
         return 0
     _setup_logging(args.verbose)
     return clat.serve_forever(s)

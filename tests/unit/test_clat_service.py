@@ -25,7 +25,7 @@ from v6mostly.config import clat_from_flags, load_clat
 from v6mostly.errors import ConfigError, V6mostlyError
 from v6mostly.linux import nft, tc
 from v6mostly.linux.ndisc import RTM_NEWNDUSEROPT, parse_nduseropt
-from v6mostly.services import clat
+from v6mostly.services import clat_text as clat
 
 OWN = "2001:db8:1::c1a7"
 PEER = "2001:db8:1::1"

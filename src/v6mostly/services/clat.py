@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +63,7 @@ from ..clat import Pref64Changed, Pref64Refused, Pref64Tracker, neutral_clat_add
 from ..clat.address import ipv4_mtu_for
 from ..config import ClatSettings
 from ..errors import V6mostlyError
-from ..linux import ndisc, netlink, nft, tc, tun
+from ..linux import hostnet, ndisc, netlink, nft, tc, tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
 from .dataplane import Dataplane, SharedCounters, clat_loop
@@ -90,8 +89,6 @@ ICMP_ERROR_BURST = 50
 #: The loop woke up this much later than it asked: the host slept or the process was
 #: stopped (handled as a link change).
 PAUSE_SLACK = 5.0
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
@@ -114,112 +111,6 @@ class Active:
     tun: tun.Tun
     dp: Dataplane
     qdisc_added: bool
-
-
-def _ipr() -> Any:
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def link_index(name: str) -> int | None:
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        return int(idx[0]) if idx else None
-
-
-def link_state(name: str) -> tuple[bool, bytes]:
-    """(operationally up, MAC) of ``name``."""
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return False, b""
-        link = ipr.get_links(idx[0])[0]
-        mac = link.get_attr("IFLA_ADDRESS") or ""
-        up = link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and bool(link["flags"] & 1)
-        return up, bytes.fromhex(mac.replace(":", "")) if mac else b""
-
-
-def native_ipv4_default(own_tun: str) -> str | None:
-    """The interface of an IPv4 default route that is not the CLAT's, or None."""
-    with _ipr() as ipr:
-        own = ipr.link_lookup(ifname=own_tun)
-        for r in ipr.get_default_routes(family=socket.AF_INET, table=254):
-            oif = r.get_attr("RTA_OIF")
-            if oif is None:
-                mp = r.get_attr("RTA_MULTIPATH")
-                return "multipath" if mp else "unknown"
-            if not own or oif != own[0]:
-                links = ipr.get_links(oif)
-                return str(links[0].get_attr("IFLA_IFNAME")) if links else str(oif)
-    return None
-
-
-def uplink_prefixes(name: str, exclude: set[str]) -> list[ipaddress.IPv6Network]:
-    """The global /64s on ``name`` (from its SLAAC or static addresses)."""
-    out: list[ipaddress.IPv6Network] = []
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return out
-        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
-            addr = a.get_attr("IFA_ADDRESS")
-            if a["prefixlen"] != 64 or addr in exclude:
-                continue
-            ip = ipaddress.IPv6Address(addr)
-            if ip.is_global or ip in ipaddress.IPv6Network("2001:db8::/32"):
-                net = ipaddress.IPv6Network(f"{addr}/64", strict=False)
-                if net not in out:
-                    out.append(net)
-    return out
-
-
-def source_address(name: str, exclude: str) -> str | None:
-    """A preferred global address of ``name`` other than the CLAT's (source of the
-    ICMPv6 errors the CLAT's translator originates)."""
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return None
-        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
-            addr = a.get_attr("IFA_ADDRESS")
-            if addr != exclude and a["scope"] == 0 and not a["flags"] & 0x20:
-                return str(addr)
-    return None
-
-
-def address_flags(name: str, address: str) -> int | None:
-    """IFA flags of ``address`` on ``name``; None when it is not there."""
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return None
-        for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
-            if a.get_attr("IFA_ADDRESS") == address:
-                return int(a.get_attr("IFA_FLAGS") or a["flags"])
-    return None
-
-
-def add_deprecated_address(name: str, address: str) -> None:
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)[0]
-        ipr.addr("add", index=idx, address=address, prefixlen=128, preferred=0, valid=0xFFFFFFFF)
-
-
-def del_address(name: str, address: str) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _ipr() as ipr, contextlib.suppress(NetlinkError, IndexError):
-        idx = ipr.link_lookup(ifname=name)[0]
-        ipr.addr("del", index=idx, address=address, prefixlen=128)
-
-
-def ipv6_mtu(name: str) -> int:
-    """The uplink's IPv6 MTU (RA MTU options change it, RFC 4861 §6.3.4)."""
-    try:
-        return int(netlink.read_sysctl(f"net.ipv6.conf.{name}.mtu"))
-    except (OSError, ValueError):
-        return netlink.link_mtu(name)
 
 
 class ClatService:
@@ -248,7 +139,7 @@ class ClatService:
 
     def start(self) -> None:
         s = self.s
-        idx = link_index(s.interface)
+        idx = hostnet.link_index(s.interface)
         if idx is None:
             raise ClatError(f"interface {s.interface}: no such interface")
         self.ifindex = idx
@@ -258,7 +149,7 @@ class ClatService:
         self.listener = ndisc.UserOptListener()
         now = _now()
         self.tracker.start(now)
-        self.link_up, self.mac = link_state(s.interface)
+        self.link_up, self.mac = hostnet.link_state(s.interface)
         self._log_events()
         if s.metrics_listen:
             self._start_metrics()
@@ -278,7 +169,7 @@ class ClatService:
             left.append(f"nftables table inet {nft.table_name(s.tun)}")
         tc.remove_redirect(s.interface, bool(old.get("qdisc_added")))
         if old.get("clat_ipv6"):
-            del_address(s.interface, str(old["clat_ipv6"]))
+            hostnet.del_address(s.interface, str(old["clat_ipv6"]))
             left.append(f"address {old['clat_ipv6']}")
         for k, v in (old.get("sysctls") or {}).items():
             with contextlib.suppress(OSError):
@@ -361,7 +252,7 @@ class ClatService:
     def step(self, now: float) -> None:
         """One pass: read events, update the tracker, reconcile, write the state file."""
         s = self.s
-        up, mac = link_state(s.interface)
+        up, mac = hostnet.link_state(s.interface)
         if up != self.link_up:
             log.info("link %s %s", s.interface, "up" if up else "down")
             self.link_up, self.mac = up, mac or self.mac
@@ -422,7 +313,7 @@ class ClatService:
             return f"link {self.s.interface} is down"
         if self.tracker.current() is None:
             return "no Pref64 (no RA PREF64, no ipv4only.arpa answer)"
-        native = native_ipv4_default(self.s.tun)
+        native = hostnet.native_ipv4_default(self.s.tun)
         if native is not None:
             return f"native IPv4: default route via {native}"
         return None
@@ -456,13 +347,13 @@ class ClatService:
             log.info("Pref64 now %s: restarting the translator", cur.prefix)
             a.prefix = cur.prefix
             a.dp.replace_all(self._factory(a.address, cur.prefix))
-        flags = address_flags(self.s.interface, str(a.address))
+        flags = hostnet.address_flags(self.s.interface, str(a.address))
         if flags is None:
             # Link down flushed it (keep_addr_on_down = 0): add it again, with DAD.
             log.info("CLAT address %s gone from %s: adding it again", a.address, self.s.interface)
             self.deactivate("address lost")
             return
-        mtu = ipv4_mtu_for(ipv6_mtu(self.s.interface))
+        mtu = ipv4_mtu_for(hostnet.ipv6_mtu(self.s.interface))
         if mtu != a.mtu:
             log.info("uplink IPv6 MTU changed: %s IPv4 MTU %d -> %d", self.s.tun, a.mtu, mtu)
             tun.configure_link(self.s.tun, mtu, 1000)
@@ -470,7 +361,7 @@ class ClatService:
             a.mtu = mtu
 
     def _factory(self, address: ipaddress.IPv6Address, pref64: ipaddress.IPv6Network) -> Any:
-        own6 = source_address(self.s.interface, str(address))
+        own6 = hostnet.source_address(self.s.interface, str(address))
 
         def make(stats: Stats, index: int, count: int, generation: int) -> Translator:
             cfg = TranslatorConfig(
@@ -494,7 +385,7 @@ class ClatService:
 
     def choose_address(self) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Network]:
         s = self.s
-        prefixes = uplink_prefixes(s.interface, set())
+        prefixes = hostnet.uplink_prefixes(s.interface, set())
         if s.address is not None:
             net = ipaddress.IPv6Network(f"{s.address}/64", strict=False)
             return s.address, net
@@ -509,16 +400,22 @@ class ClatService:
         s = self.s
         for _ in range(8):
             addr, _net = self.choose_address()
-            add_deprecated_address(s.interface, str(addr))
+            hostnet.add_deprecated_address(s.interface, str(addr))
             deadline = time.monotonic() + 5.0
-            flags = address_flags(s.interface, str(addr))
-            while flags is not None and flags & IFA_F_TENTATIVE and time.monotonic() < deadline:
+            flags = hostnet.address_flags(s.interface, str(addr))
+            while (
+                flags is not None
+                and flags & hostnet.IFA_F_TENTATIVE
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.1)
-                flags = address_flags(s.interface, str(addr))
-            if flags is not None and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                flags = hostnet.address_flags(s.interface, str(addr))
+            if flags is not None and not flags & (
+                hostnet.IFA_F_TENTATIVE | hostnet.IFA_F_DADFAILED
+            ):
                 log.info("CLAT address %s on %s (DAD done)", addr, s.interface)
                 return addr
-            del_address(s.interface, str(addr))
+            hostnet.del_address(s.interface, str(addr))
             if s.address is not None:
                 raise ClatError(f"address {addr}: duplicate address detected on {s.interface}")
             log.warning("CLAT address %s: DAD failed (in use on the link); next candidate", addr)
@@ -533,7 +430,7 @@ class ClatService:
             self.sysctls.setdefault(key, netlink.read_sysctl(key))
             netlink.write_sysctl(key, "1")
         addr = self.add_with_dad()
-        mtu = ipv4_mtu_for(ipv6_mtu(s.interface))
+        mtu = ipv4_mtu_for(hostnet.ipv6_mtu(s.interface))
         t: tun.Tun | None = None
         added = False
         try:
@@ -542,14 +439,14 @@ class ClatService:
             # No IPv6 on the TUN: no RS or MLD of its own (the translator drops them anyway).
             with contextlib.suppress(OSError, V6mostlyError):
                 netlink.write_sysctl(f"net.ipv6.conf.{s.tun}.disable_ipv6", "1")
-            with _ipr() as ipr:
+            with hostnet.iproute() as ipr:
                 idx = ipr.link_lookup(ifname=s.tun)[0]
                 ipr.addr("add", index=idx, local=CLAT_V4, address=CLAT_PEER_V4, prefixlen=32)
                 ipr.route("add", dst="0.0.0.0/0", oif=idx, prefsrc=CLAT_V4, priority=ROUTE_METRIC)
             nft.apply(nft.render_clat_table(s.tun))
             added = tc.install_redirect(s.interface, str(addr), s.tun)
             self.counters.link_mtu = mtu
-            loop = clat_loop(s.interface, addr.packed, link_state(s.interface)[1])
+            loop = clat_loop(s.interface, addr.packed, hostnet.link_state(s.interface)[1])
             dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop)
             dp.start()
         except BaseException:
@@ -558,7 +455,7 @@ class ClatService:
                 t.close()
             tun.delete_link(s.tun)
             nft.delete(s.tun)
-            del_address(s.interface, str(addr))
+            hostnet.del_address(s.interface, str(addr))
             raise
         self.active = Active(addr, pref64, mtu, t, dp, added)
         self.reason = "active"
@@ -581,7 +478,7 @@ class ClatService:
             a.tun.close()
             tun.delete_link(s.tun)  # its address and routes go with it
             nft.delete(s.tun)
-            del_address(s.interface, str(a.address))
+            hostnet.del_address(s.interface, str(a.address))
             log.info("stopped (%s): route, %s, address %s removed", why, s.tun, a.address)
         for k, v in self.sysctls.items():
             with contextlib.suppress(OSError):
@@ -656,82 +553,3 @@ def serve_forever(s: ClatSettings) -> int:
     finally:
         svc.stop()
     return 0
-
-
-def dry_run_text(s: ClatSettings) -> str:
-    lines = [
-        f"# v6mostly clat --dry-run ({s.source})",
-        f"uplink {s.interface}; tun {s.tun}: {CLAT_V4} peer {CLAT_PEER_V4}, "
-        f"IPv4 default route metric {ROUTE_METRIC}, MTU = the uplink's IPv6 MTU - 20",
-        "pref64: "
-        + (
-            f"{s.pref64} (pinned)"
-            if s.pref64
-            else "from RA PREF64 (RFC 8781), else ipv4only.arpa (RFC 7050)"
-            + (f" via {s.dns}" if s.dns else "")
-        ),
-        "CLAT IPv6 address: "
-        + (
-            str(s.address)
-            if s.address
-            else "a stable IID in the uplink's /64, checksum-neutral with 192.0.0.1"
-        )
-        + " (deprecated, DAD, owned by the kernel)",
-        "runs only with a Pref64 and no native IPv4 default route",
-        f"errors from IPv6-only hops come from {DUMMY_V4} (RFC 7600)",
-        f"state file: {os.path.join(s.state_dir, 'clat-' + s.interface + '.json')}",
-        "",
-        "# nft -f -",
-        nft.render_clat_table(s.tun),
-        "# tc (the CLAT address A is chosen at run time)",
-        *("tc " + " ".join(c) for c in tc.redirect_commands(s.interface, "A", s.tun)),
-    ]
-    if s.metrics_listen:
-        lines.append(f"metrics: http://{s.metrics_listen}/metrics")
-    return "\n".join(lines)
-
-
-def status_text(state_dir: str, interface: str | None) -> str:
-    """``v6mostly clat status [IF]``: what the running CLAT(s) wrote."""
-    try:
-        names = sorted(n for n in os.listdir(state_dir) if n.startswith("clat-"))
-    except OSError:
-        names = []
-    if interface is not None:
-        names = [n for n in names if n == f"clat-{interface}.json"]
-    if not names:
-        raise ClatError(
-            f"no CLAT running{' on ' + interface if interface else ''} (no state in {state_dir})"
-        )
-    out = []
-    for n in names:
-        with open(os.path.join(state_dir, n)) as f:
-            st = json.load(f)
-        alive = _pid_alive(int(st.get("pid", 0)))
-        left = st.get("pref64_lifetime_left")
-        out += [
-            f"{st['interface']}: {'active' if st['active'] else 'idle'}"
-            + ("" if st["active"] else f" ({st['reason']})")
-            + ("" if alive else " [process gone: state is stale]"),
-            f"  pref64     {st['pref64'] or '-'}"
-            + (f" from {st['pref64_source']}" if st["pref64_source"] else "")
-            + (f", {left:.0f} s left" if left is not None else ""),
-            f"  ipv6       {st['clat_ipv6'] or '-'}",
-            f"  ipv4       {st['ipv4'] or '-'} peer {st['ipv4_peer'] or '-'} on {st['tun']}",
-            f"  mtu        {st['mtu'] or '-'}",
-        ]
-        for k, v in sorted(st.get("counters", {}).items()):
-            out.append(f"  {k:<34} {v}")
-    return "\n".join(out)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
