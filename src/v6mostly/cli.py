@@ -277,13 +277,13 @@ def cmd_plat(args: argparse.Namespace) -> int:
 
 
 def cmd_router(args: argparse.Namespace) -> int:
-    from .services import router
+    from .services import router, router_text
     from .site_config import load_site
 
     cfg = load_site(args.config)
     only = router.SERVICES if args.cmd == "router" else (args.cmd,)
     if args.dry_run:
-        print(router.dry_run_text(cfg))
+        print(router_text.dry_run_text(cfg))
         return 0
     _setup_logging(args.verbose)
     return router.serve_forever(cfg, only)

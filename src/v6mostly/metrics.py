@@ -197,3 +197,17 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> object:
 
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+def serve_endpoint(registry: CollectorRegistry, listen: str) -> object:
+    """Serve ``registry`` on ``listen`` ("ADDR:PORT"); a one-line error when it cannot."""
+    from .config import listen_address
+    from .errors import V6mostlyError
+
+    host, port = listen_address(listen)
+    try:
+        server = serve(registry, host, port)
+    except OSError as e:
+        raise V6mostlyError(f"metrics listen {listen}: {e.strerror}") from None
+    log.info("metrics on http://%s/metrics", listen)
+    return server

@@ -30,10 +30,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.integration.clat_helpers import clat_state, clat_status, spawn_clat
 from tests.integration.lab_helpers import pyexec, require_root, wait_for
 from v6mostly.lab.topology import (
     PLAT_V6,
@@ -57,13 +57,6 @@ CLAT_PEER_V4 = "192.0.0.2"
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def clat_state(lab: Lab) -> dict[str, Any]:
-    try:
-        return dict(json.loads(Path(lab.path("clat/clat-eth0.json")).read_text()))
-    except (OSError, ValueError):
-        return {}
 
 
 def clat_log(lab: Lab) -> str:
@@ -99,33 +92,6 @@ def ping4_ok(lab: Lab, count: int = 1, wait: int = 1) -> bool:
 def wait_ping4(lab: Lab, timeout: float) -> bool:
     """IPv4 by literal works again within ``timeout`` seconds (bounded retries)."""
     return wait_for(lambda: ping4_ok(lab), timeout=timeout, step=0.2)
-
-
-def clat_status(lab: Lab) -> subprocess.CompletedProcess[str]:
-    return lab.exec(
-        "client6",
-        [
-            sys.executable,
-            "-m",
-            "v6mostly",
-            "clat",
-            "status",
-            "eth0",
-            "--state-dir",
-            lab.path("clat"),
-        ],
-        check=False,
-        timeout=10,
-    )
-
-
-def spawn_clat(lab: Lab) -> None:
-    lab.spawn(
-        "client6",
-        "clat",
-        [sys.executable, "-m", "v6mostly", "clat", "--interface", "eth0",
-         "--state-dir", lab.path("clat")],
-    )  # fmt: skip
 
 
 def spawn_router(lab: Lab) -> None:

@@ -20,21 +20,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.integration.clat_helpers import clat_state, clat_status, spawn_clat
 from tests.integration.lab_helpers import pyexec, require_root, wait_for
 from v6mostly.lab.topology import CLIENT_NET, PLAT_V6, PREF64, SERVER4, Lab, LabConfig, running_lab
 
 pytestmark = pytest.mark.integration
-
-
-def clat_state(lab: Lab) -> dict[str, Any]:
-    try:
-        return dict(json.loads(Path(lab.path("clat/clat-eth0.json")).read_text()))
-    except (OSError, ValueError):
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +38,7 @@ def lab() -> Iterator[Lab]:
         cap = Path(lab.path("client-link.pcap"))
         lab.spawn("plat", "tshark", ["tshark", "-q", "-i", "c6", "-w", str(cap)])
         time.sleep(1)
-        lab.spawn(
-            "client6",
-            "clat",
-            [sys.executable, "-m", "v6mostly", "clat", "--interface", "eth0",
-             "--state-dir", lab.path("clat"), "--metrics", "127.0.0.1:9465"],
-        )  # fmt: skip
+        spawn_clat(lab, "--metrics", "127.0.0.1:9465")
         assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
             lab.path("clat.log")
         ).read_text() + json.dumps(clat_state(lab))
@@ -80,19 +68,7 @@ def test_clat_learns_the_pref64_from_ras_and_takes_an_address(lab: Lab) -> None:
     assert "default dev clat0" in lab.exec("client6", ["ip", "-4", "route"]).stdout
     filters = lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
     assert "mirred" in filters and "clat0" in filters
-    status = lab.exec(
-        "client6",
-        [
-            sys.executable,
-            "-m",
-            "v6mostly",
-            "clat",
-            "status",
-            "eth0",
-            "--state-dir",
-            lab.path("clat"),
-        ],
-    ).stdout
+    status = clat_status(lab).stdout
     assert "eth0: active" in status and f"ipv6       {addr}" in status and PREF64 in status
 
 

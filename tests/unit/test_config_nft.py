@@ -641,7 +641,7 @@ def test_gso_superpacket_is_not_too_big_for_the_tun_mtu() -> None:
     translated as one (the kernel segments it to gso_size), not answered with PTB."""
     from scapy.all import IP, TCP, IPv6
 
-    from v6mostly.services.dataplane import WORKER_COUNTERS, handle_vnet_packet
+    from v6mostly.services.worker_loops import WORKER_COUNTERS, handle_vnet_packet
     from v6mostly.siit.translator import HEADROOM
     from v6mostly.wire import vnet
     from v6mostly.wire.checksum import pseudo_sum_v4, pseudo_sum_v6

@@ -13,7 +13,7 @@ import pytest
 from scapy.all import IP, TCP, UDP, IPv6, Raw
 
 from tests.sample_site import C4, C6, POOL6, S4, S6
-from v6mostly.services.dataplane import (
+from v6mostly.services.worker_loops import (
     W_CSUM,
     W_GSO,
     W_SEGS,

@@ -305,39 +305,10 @@ class Lab:
         return f"/etc/netns/{self.ns(node)}"
 
     def site_config(self) -> str:
-        lan = LAN_BRIDGE if self.config.site else "c6"
-        listen = f'"{PLAT_V6}", "{LAN4_ROUTER}"' if self.config.site else f'"{PLAT_V6}"'
-        return f"""# v6mostly lab {self.id}: the router (what the network tells its clients)
-[site]
-pref64 = "{PREF64}"
+        """The router's site file (``configs.site_toml``)."""
+        from .configs import site_toml
 
-[[interface]]
-name = "{lan}"
-prefixes = ["{CLIENT_NET}"]
-rdnss = ["{PLAT_V6}"]
-dnssl = ["example.net"]
-max_interval = 10
-
-[interface.dhcp4]
-subnet = "192.0.2.0/24"
-pool = ["192.0.2.100-192.0.2.199"]
-routers = ["{LAN4_ROUTER}"]
-dns = ["{LAN4_ROUTER}"]
-v6only = true
-v6only_wait = 300
-
-[dhcp4]
-lease_db = "{self.path("leases.sqlite")}"
-
-[dns]
-listen = [{listen}]
-allow = ["{CLIENT_NET}", "192.0.2.0/24"]
-upstream = "{SERVER4}"
-dns64 = true
-
-[metrics]
-listen = "{ROUTER_METRICS}"
-"""
+        return site_toml(self.id, self.config.site, self.path("leases.sqlite"))
 
     def _start_router(self) -> None:
         conf = self.path("site.toml")
@@ -347,31 +318,9 @@ listen = "{ROUTER_METRICS}"
 
     def plat_config(self, site: str | None = None) -> str:
         """The PLAT's file; with ``site`` the Pref64 comes from the site file (written once)."""
-        cfg = self.config
-        head = f'site = "{site}"\n' if site else ""
-        pool6 = "" if site else f'pool6 = "{PREF64}"\n'
-        return f"""# v6mostly lab {self.id}: the PLAT
-{head}[tun]
-name = "nat64"
-queues = {cfg.queues}
-offload = {str(cfg.offload).lower()}
-mtu = 1500
-txqueuelen = 10000
-rps = {str(cfg.rps).lower()}
+        from .configs import plat_toml
 
-[translator]
-{pool6}ipv4_address = "{XLAT4}"
-ipv6_address = "{XLAT6}"
-eam = [{{ ipv6 = "{OUTER6}/128", ipv4 = "{OUTER4}/32" }}]
-
-[napt66]
-inside = ["{CLIENT_NET}"]
-outer = [{{ ipv6 = "{OUTER6}", ipv4 = "{OUTER4}" }}]
-udp_oneshot_ports = [53, 123]
-
-[metrics]
-listen = "{METRICS if cfg.metrics else ""}"
-"""
+        return plat_toml(self.id, self.config, site)
 
     def _start_v6mostly(self) -> None:
         conf = self.path("plat.toml")

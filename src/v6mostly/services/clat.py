@@ -66,7 +66,8 @@ from ..errors import V6mostlyError
 from ..linux import hostnet, ndisc, netlink, nft, tc, tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
-from .dataplane import Dataplane, SharedCounters, clat_loop
+from .dataplane import Dataplane, SharedCounters
+from .worker_loops import clat_loop
 
 log = logging.getLogger("v6mostly.clat")
 
@@ -525,8 +526,7 @@ class ClatService:
     def _start_metrics(self) -> None:
         from prometheus_client.registry import CollectorRegistry
 
-        from .. import config as config_mod
-        from ..metrics import ClatCollector, serve
+        from ..metrics import ClatCollector, serve_endpoint
 
         reg = CollectorRegistry()
         reg.register(
@@ -536,12 +536,7 @@ class ClatService:
                 lambda: nft.read_named_counters(self.s.tun),
             )
         )
-        host, port = config_mod.listen_address(self.s.metrics_listen)
-        try:
-            self.http = serve(reg, host, port)
-        except OSError as e:
-            raise ClatError(f"metrics listen {self.s.metrics_listen}: {e.strerror}") from None
-        log.info("metrics on http://%s/metrics", self.s.metrics_listen)
+        self.http = serve_endpoint(reg, self.s.metrics_listen)
 
 
 def serve_forever(s: ClatSettings) -> int:

@@ -21,7 +21,7 @@ packet goes to one of them), and a worker stops only between packets — its
 SIGTERM handler raises at once only when the signal interrupted a blocking
 ``readv`` (nothing read yet); otherwise it swaps the read buffer for a
 read-only one, so the packet in hand is written and the *next* ``readv``
-fails before reading anything (see ``_stop_between_packets``). The hot loops
+fails before reading anything (see ``stop_between_packets``). The hot loops
 carry no flag test for this.
 
 Each worker's translator gets its own slice of the IPv4 Identification space
@@ -35,41 +35,30 @@ SIGUSR1.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import mmap
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from ..linux.tun import Tun
-from ..siit.translator import HEADROOM, Translator
-from ..siit.verdict import SLOW, Drop, Stats
-from ..wire import vnet
+from ..siit.translator import Translator
+from ..siit.verdict import Stats
+from .worker_loops import (
+    LOOP,
+    WORKER_COUNTERS,
+    WorkerLoop,
+    run_plain,
+    run_vnet,
+    stop_between_packets,
+)
 
 log = logging.getLogger("v6mostly.dataplane")
-
-#: Per-worker counters beyond the translator's own.
-WORKER_COUNTERS = (
-    "gso_superpackets",  # super-packets read (gso_type != NONE)
-    "gso_segments",  # segments those super-packets stand for
-    "gso_software_segmented",  # super-packets cut into packets in software
-    "checksums_finished",  # NEEDS_CSUM checksums completed in software
-    "tun_write_errors",
-    "tun_read_errors",
-    "worker_errors",  # unexpected exceptions while handling a packet (packet dropped)
-    "vnet_errors",  # inconsistent virtio_net_hdr (packet dropped)
-    "neighbor_advertisements",  # CLAT: unicast NS for its address answered
-)
-W_GSO, W_SEGS, W_SWSEG, W_CSUM, W_WERR, W_RERR, W_EXC, W_VNET, W_NA = range(len(WORKER_COUNTERS))
-
-BUFSIZE = 65536 + 256
 
 
 class SharedCounters:
@@ -113,377 +102,6 @@ class SharedCounters:
         return st, extra
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview, w: memoryview) -> None:
-    try:
-        os.write(fd, data)
-    except OSError:
-        w[W_WERR] += 1
-
-
-def _read_failed(e: OSError, w: memoryview) -> None:
-    """A failed TUN read (off the hot path): retry on EAGAIN/EINTR, count the rest;
-    a descriptor that is gone ends the worker (the supervisor restarts it)."""
-    if e.errno in (errno.EAGAIN, errno.EINTR):
-        return
-    w[W_RERR] += 1
-    if e.errno in (errno.EBADF, errno.EBADFD):
-        raise e
-
-
-def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
-    """The worker loop without vnet headers. Returns never; exits by exception."""
-    buf = bytearray(BUFSIZE)
-    mv = memoryview(buf)
-    start = HEADROOM
-    rd = [mv[start:]]
-    _LOOP.enter(rd)
-    readv = os.readv
-    write = os.write
-    translate_into = xl.translate_into
-    pending = xl.pending
-    while True:
-        try:
-            n = readv(fd, rd)
-        except OSError as e:
-            _read_failed(e, w)
-            continue
-        try:
-            s, e2 = translate_into(buf, start, start + n)
-            if s >= 0:
-                try:
-                    write(fd, mv[s:e2])
-                except OSError:
-                    w[W_WERR] += 1
-            elif s == SLOW:
-                for p in pending:
-                    _write_all(fd, p, w)
-                pending.clear()
-        except Exception:  # a packet must never take the worker down
-            w[W_EXC] += 1
-            pending.clear()
-
-
-def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
-    """The CLAT's worker loop (RFC 6877): IPv4 from the host's applications and the
-    IPv6 the uplink's tc filter redirects both arrive on the TUN; IPv4 results go
-    back into the TUN (delivered to the host), IPv6 results leave through a raw
-    socket on the uplink, as locally generated packets (no forwarding on the host,
-    the kernel routes and resolves neighbours). A unicast Neighbor Solicitation for
-    the CLAT address ``own6`` (the translator drops it as an ICMPv6 type it does
-    not translate, leaving the buffer as read) is answered as its owner would.
-    """
-    from ..clat.nd import answer_ns
-
-    def run(fd: int, xl: Translator, w: memoryview) -> None:
-        raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, uplink.encode())
-        sendto = raw.sendto
-        ntop = socket.inet_ntop
-        af6 = socket.AF_INET6
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        start = HEADROOM
-        rd = [mv[start:]]
-        _LOOP.enter(rd)
-        readv = os.readv
-        write = os.write
-        translate_into = xl.translate_into
-        pending = xl.pending
-        untranslatable_icmp = int(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        while True:
-            try:
-                n = readv(fd, rd)
-            except OSError as e:
-                _read_failed(e, w)
-                continue
-            try:
-                s, e2 = translate_into(buf, start, start + n)
-                if s >= 0:
-                    outs: list[bytes | memoryview] = [mv[s:e2]]
-                elif s == SLOW:
-                    outs = list(pending)
-                    pending.clear()
-                elif e2 == untranslatable_icmp:
-                    na = answer_ns(bytes(buf[start : start + n]), own6, mac)
-                    if na is None:
-                        continue
-                    w[W_NA] += 1
-                    outs = [na]
-                else:
-                    continue
-                for p in outs:
-                    try:
-                        if p[0] >> 4 == 6:
-                            sendto(p, (ntop(af6, p[24:40]), 0))
-                        else:
-                            write(fd, p)
-                    except OSError:
-                        w[W_WERR] += 1
-            except Exception:  # a packet must never take the worker down
-                w[W_EXC] += 1
-                pending.clear()
-
-    return run
-
-
-_ZERO_HDR = bytes(vnet.VNET_HDR_LEN)
-
-
-def handle_vnet_packet(
-    xl: Translator, buf: bytearray, n: int, w: MutableSequence[int] | memoryview
-) -> list[bytes | bytearray | memoryview]:
-    """Translate one packet read with its vnet header at ``buf[20:30]``.
-
-    Returns the frames to write (each starting with a vnet header). Pure apart
-    from counting; the worker loop and the tests share it.
-    """
-    H = vnet.VNET_HDR_LEN
-    hpos = HEADROOM
-    start = hpos + H
-    end = hpos + n
-    if n < H + 1:
-        return []
-    fields = _unpack_hdr(buf, hpos)
-    if fields[1]:  # a GSO super-packet: count it and the segments it carries
-        hl, gso_size = fields[2], fields[3]
-        w[W_GSO] += 1
-        if gso_size:
-            w[W_SEGS] += max(1, -(-(end - start - hl) // gso_size))
-        # The kernel cuts it into gso_size segments after we write it: the
-        # translator's next-hop MTU checks (Packet Too Big) are not for it.
-        xl.gso = True
-    try:
-        fast = _vnet_fast(xl, buf, n, fields)
-        if fast is not None:
-            return fast
-        hdr = vnet.VnetHeader(*fields)
-        out: list[bytes | bytearray | memoryview] = []
-        try:
-            if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
-                if hdr.gso_type != vnet.GSO_NONE:
-                    w[W_SWSEG] += 1
-                    xl.gso = False  # the segments are ordinary packets
-                    for seg in vnet.segment(hdr, buf, start, end):
-                        out.extend(_translate_plain(xl, seg))
-                    return out
-                w[W_CSUM] += 1
-                vnet.finish_checksum(hdr, buf, start, end)
-                hdr = vnet.VnetHeader()
-            elif hdr.gso_type != vnet.GSO_NONE and not hdr.flags & vnet.F_NEEDS_CSUM:
-                raise vnet.VnetError("GSO packet without NEEDS_CSUM")
-        except vnet.VnetError:
-            w[W_VNET] += 1
-            return []
-        s, e = xl.translate_into(buf, start, end)
-        if s >= 0:
-            try:
-                nh = vnet.after_translation(hdr, buf, s, e)
-            except vnet.VnetError:
-                w[W_VNET] += 1
-                return []
-            vnet.HDR.pack_into(
-                buf,
-                s - H,
-                nh.flags,
-                nh.gso_type,
-                nh.hdr_len,
-                nh.gso_size,
-                nh.csum_start,
-                nh.csum_offset,
-            )
-            out.append(memoryview(buf)[s - H : e])
-        elif s == SLOW:
-            out.extend(_ZERO_HDR + p for p in xl.pending)
-            xl.pending.clear()
-        return out
-    finally:
-        if fields[1]:
-            xl.gso = False
-
-
-_unpack_hdr = vnet.HDR.unpack_from
-_pack_hdr = vnet.HDR.pack_into
-
-
-def _vnet_fast(
-    xl: Translator, buf: bytearray, n: int, fields: tuple[int, int, int, int, int, int]
-) -> list[bytes | bytearray | memoryview] | None:
-    """The common partial-checksum case without allocations (``None``: not applicable).
-
-    The field holds the pseudo-header sum P, not a checksum. Complementing it
-    first makes the translator's RFC 1624 update (``~(~C + d)``) yield ``~(P + d)``;
-    complementing the result gives ``P + d``: the new pseudo-header sum, as the
-    IPv4 and IPv6 pseudo-headers add the same length and protocol words.
-    """
-    start = HEADROOM + 10
-    end = HEADROOM + n
-    flags, gso_type, hdr_len, gso_size, cs, co = fields
-    if flags != vnet.F_NEEDS_CSUM or n < 50:
-        return None
-    v = buf[start] >> 4
-    if v == 4:
-        l3 = (buf[start] & 15) << 2
-        proto = buf[start + 9]
-        if buf[start + 8] <= 1 or not (buf[start + 6] & 0x40 or end - start + 20 <= xl.frag_mtu):
-            return None
-        out_l3 = 40
-    elif v == 6:
-        l3 = 40
-        proto = buf[start + 6]
-        if buf[start + 7] <= 1 or end - start - 20 > 65535:
-            return None
-        out_l3 = 20
-    else:
-        return None
-    if cs != l3 or not ((proto == 6 and co == 16) or (proto == 17 and co == 6)):
-        return None
-    pos = start + l3 + co
-    if pos + 2 > end:
-        return None
-    c = (buf[pos] << 8 | buf[pos + 1]) ^ 0xFFFF
-    if c == 0:
-        return None  # would read as "no UDP checksum": take the general path
-    buf[pos] = c >> 8
-    buf[pos + 1] = c & 0xFF
-    s, e = xl.translate_into(buf, start, end)
-    if s < 0:
-        if s == SLOW:
-            out: list[bytes | bytearray | memoryview] = [_ZERO_HDR + p for p in xl.pending]
-            xl.pending.clear()
-            return out
-        return []
-    if buf[s] >> 4 == 6 and buf[s + 6] != proto:
-        out_l3 = 48  # a Fragment Header was added
-    p2 = s + out_l3 + co
-    buf[p2] ^= 0xFF
-    buf[p2 + 1] ^= 0xFF
-    if gso_type:
-        base = gso_type & 0x7F
-        if base == vnet.GSO_TCPV4:
-            gso_type = (gso_type & vnet.GSO_ECN) | vnet.GSO_TCPV6
-        elif base == vnet.GSO_TCPV6:
-            gso_type = (gso_type & vnet.GSO_ECN) | vnet.GSO_TCPV4
-    if hdr_len:
-        hdr_len += out_l3 - l3
-    _pack_hdr(buf, s - 10, flags, gso_type, hdr_len, gso_size, out_l3, co)
-    return [memoryview(buf)[s - 10 : e]]
-
-
-def _fast_ok(xl: Translator, buf: bytearray, start: int, end: int) -> bool:
-    """Can this partial-checksum packet be translated as one packet?"""
-    v = buf[start] >> 4
-    if v == 4:
-        if end - start < 20:
-            return False
-        if buf[start + 8] <= 1 or buf[start + 9] not in (6, 17):
-            return False
-        # DF=0 may be fragmented by the translator (RFC 7915 §4).
-        return bool(buf[start + 6] & 0x40) or end - start + 20 <= xl.frag_mtu
-    if v == 6:
-        if end - start < 40 or buf[start + 7] <= 1 or buf[start + 6] not in (6, 17):
-            return False
-        return end - start - 20 <= 65535
-    return False
-
-
-def _translate_plain(xl: Translator, pkt: bytearray) -> list[bytes | bytearray | memoryview]:
-    buf = bytearray(HEADROOM + vnet.VNET_HDR_LEN) + pkt
-    s, e = xl.translate_into(buf, HEADROOM + vnet.VNET_HDR_LEN, len(buf))
-    if s >= 0:
-        buf[s - vnet.VNET_HDR_LEN : s] = _ZERO_HDR
-        return [memoryview(buf)[s - vnet.VNET_HDR_LEN : e]]
-    if s == SLOW:
-        out: list[bytes | bytearray | memoryview] = [_ZERO_HDR + p for p in xl.pending]
-        xl.pending.clear()
-        return out
-    return []
-
-
-def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
-    """The worker loop with vnet headers (offload mode)."""
-    buf = bytearray(BUFSIZE)
-    mv = memoryview(buf)
-    rd = [mv[HEADROOM:]]
-    _LOOP.enter(rd)
-    readv = os.readv
-    write = os.write
-    H = vnet.VNET_HDR_LEN
-    zero = _ZERO_HDR
-    translate_into = xl.translate_into
-    pending = xl.pending
-    start = HEADROOM + H
-    while True:
-        try:
-            n = readv(fd, rd)
-        except OSError as e:
-            _read_failed(e, w)
-            continue
-        try:
-            if buf[HEADROOM] == 0 and buf[HEADROOM + 1] == 0:
-                # No offload on this packet: the plain fast path plus a zero header.
-                s, e2 = translate_into(buf, start, HEADROOM + n)
-                if s >= 0:
-                    buf[s - H : s] = zero
-                    try:
-                        write(fd, mv[s - H : e2])
-                    except OSError:
-                        w[W_WERR] += 1
-                elif s == SLOW:
-                    for p in pending:
-                        _write_all(fd, zero + p, w)
-                    pending.clear()
-                continue
-            for frame in handle_vnet_packet(xl, buf, n, w):
-                _write_all(fd, frame, w)
-        except Exception:  # a packet must never take the worker down
-            w[W_EXC] += 1
-            pending.clear()
-
-
-class _Loop:
-    """What a worker's stop handler needs to know about the loop it interrupts."""
-
-    def __init__(self) -> None:
-        self.rd: list[Any] | None = None
-        self.base = 0
-        self.stopping = False
-
-    def enter(self, rd: list[Any]) -> None:
-        self.rd = rd
-        self.base = self.refs()
-        self.stopping = False
-
-    def refs(self) -> int:
-        assert self.rd is not None
-        return sys.getrefcount(self.rd[0])
-
-    def in_readv(self) -> bool:
-        """True while ``os.readv`` holds the read buffer: the call is inside the kernel
-        (a signal handler then runs only because the blocking read was interrupted,
-        EINTR, before anything was read). ``os.readv`` holds a buffer export on the
-        memoryview for exactly the duration of the call, one more reference to it."""
-        return self.rd is not None and self.refs() > self.base
-
-
-_LOOP = _Loop()
-#: A read-only buffer: ``os.readv`` refuses it (BufferError) before any syscall.
-_STOP_BUFFER = b"\0"
-
-
-def _stop_between_packets(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM/SIGINT in a worker: stop without losing the packet in hand.
-
-    Blocked in ``readv`` (nothing read): leave now. Anywhere else (a packet is
-    being translated or written, or the loop is between calls): let it finish;
-    the next ``readv`` raises BufferError on the read-only buffer instead of
-    reading, and the worker exits cleanly (``_worker_entry``).
-    """
-    _LOOP.stopping = True
-    if _LOOP.rd is None or _LOOP.in_readv():
-        raise SystemExit(0)
-    _LOOP.rd[0] = _STOP_BUFFER
-
-
 def _follow_mtu(
     xl: Translator, counters: SharedCounters
 ) -> Callable[[int, FrameType | None], None]:
@@ -510,10 +128,6 @@ class WorkerSpec:
     generation: int = 0
 
 
-#: A worker's packet loop: (queue fd, translator, worker counters); returns never.
-WorkerLoop = Callable[[int, Translator, memoryview], None]
-
-
 class TranslatorFactory(Protocol):
     def __call__(self, stats: Stats, index: int, count: int, generation: int) -> Translator: ...
 
@@ -526,8 +140,8 @@ def _worker_entry(
     counters: SharedCounters,
     loop: WorkerLoop | None = None,
 ) -> None:
-    signal.signal(signal.SIGTERM, _stop_between_packets)
-    signal.signal(signal.SIGINT, _stop_between_packets)
+    signal.signal(signal.SIGTERM, stop_between_packets)
+    signal.signal(signal.SIGINT, stop_between_packets)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGIO, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _follow_mtu(xl, counters))
@@ -544,7 +158,7 @@ def _worker_entry(
         else:
             run_plain(fd, xl, w)
     except BufferError:
-        if not _LOOP.stopping:
+        if not LOOP.stopping:
             raise
         # the stop handler's read-only buffer: stopped between packets
 

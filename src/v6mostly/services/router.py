@@ -21,7 +21,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -29,8 +29,6 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import dns.rdatatype
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..dhcp4.leases import LeaseTable, MemoryStore, SqliteStore
 from ..dhcp4.policy import V6OnlyPolicy
@@ -40,6 +38,7 @@ from ..errors import ConfigError, V6mostlyError
 from ..ra.advertiser import Advertiser, default_pref64_lifetime
 from ..ra.options import Pref64, Prefix, Route, RouterAdvert, router_solicit_ok
 from ..site_config import Dhcp4Subnet, InterfaceConfig, SiteConfig, load_site
+from .router_metrics import RouterCollector
 
 log = logging.getLogger("v6mostly.router")
 
@@ -131,66 +130,6 @@ def make_ra(
         dnssl_lifetime=min(3 * ic.max_interval, 0xFFFFFFFF) if ic.dnssl else 0,
         pref64=[Pref64(pref64, life)],
     )
-
-
-def dry_run_text(cfg: SiteConfig) -> str:
-    out = [f"# v6mostly router --dry-run ({cfg.source})", f"Pref64 {cfg.pref64}"]
-    for ic in cfg.interfaces:
-        out.append(f"interface {ic.name}:")
-        if ic.ra:
-            ra = make_ra(ic, cfg.pref64, None)
-            p64 = ra.pref64[0]
-            out.append(
-                f"  RA every {ic.min_interval or max(3, round(0.33 * ic.max_interval))}-{ic.max_interval} s, "
-                f"router lifetime {ic.router_lifetime} s, preference {ic.preference}"
-            )
-            out.append(
-                f"    PREF64 {p64.prefix} lifetime {p64.scaled() * 8} s (scaled {p64.scaled()})"
-            )
-            for p in ra.prefixes:
-                out.append(f"    PIO {p.prefix} valid {p.valid} preferred {p.preferred} (SLAAC)")
-            if ra.rdnss:
-                out.append(f"    RDNSS {', '.join(map(str, ra.rdnss))}")
-            if ra.dnssl:
-                out.append(f"    DNSSL {', '.join(ra.dnssl)}")
-            if ra.mtu:
-                out.append(f"    MTU {ra.mtu}")
-        if ic.dhcp4:
-            out += _dhcp_lines(ic.dhcp4)
-    for d in cfg.relayed:
-        out.append(f"relayed subnet {d.name} (giaddr in {d.subnet}):")
-        out += _dhcp_lines(d)
-    for c in cfg.classes:
-        what = {True: "option 108 on", False: "option 108 off", None: "no 108 decision"}[c.v6only]
-        out.append(f"class {c.name}: {what}, rollout {c.rollout_percent}%")
-    if cfg.dns:
-        dc = cfg.dns
-        out.append(
-            f"DNS on {', '.join(dc.listen)} port {dc.port}: ipv4only.arpa from {cfg.pref64}; "
-            f"others {'to ' + dc.upstream if dc.upstream else 'REFUSED'}; DNS64 "
-            f"{'on' if dc.dns64 else 'off'}; clients {', '.join(map(str, dc.allow))}"
-        )
-    if cfg.metrics_listen:
-        out.append(f"metrics: http://{cfg.metrics_listen}/metrics")
-    return "\n".join(out)
-
-
-def _dhcp_lines(d: Dhcp4Subnet) -> list[str]:
-    pools = ", ".join(f"{a}-{b}" for a, b in d.pools) or "reservations only"
-    v6 = (
-        f"option 108 (V6ONLY_WAIT {d.v6only_wait} s) to clients asking for it"
-        + (f", {d.v6only_rollout}% rollout" if d.v6only_rollout < 100 else "")
-        if d.v6only
-        else "no option 108 by default"
-    )
-    return [
-        f"  DHCPv4 {d.subnet}: pool {pools}, lease {d.lease_time} s, routers "
-        f"{', '.join(d.routers) or '-'}, DNS {', '.join(d.dns) or '-'}",
-        f"    {v6}",
-    ]
-
-
-# -- DHCPv4 ------------------------------------------------------------------------
 
 
 class Dhcp4Service:
@@ -610,74 +549,6 @@ class Router:
         if self.store is not None:
             self.store.close()
         log.info("stopped")
-
-
-class RouterCollector(Collector):
-    def __init__(self, router: Router) -> None:
-        self.r = router
-
-    def collect(self) -> Iterator[Metric]:
-        r = self.r
-        if r.dhcp is not None:
-            st = r.dhcp.server.stats
-            c = CounterMetricFamily(
-                "v6mostly_dhcp4_requests", "DHCPv4 messages received", labels=["type"]
-            )
-            for k, v in st.requests.items():
-                c.add_metric([k], v)
-            yield c
-            c = CounterMetricFamily(
-                "v6mostly_dhcp4_replies", "DHCPv4 replies sent", labels=["type"]
-            )
-            for k, v in st.replies.items():
-                c.add_metric([k], v)
-            yield c
-            c = CounterMetricFamily("v6mostly_dhcp4_offers", "OFFERs", labels=["v6only"])
-            c.add_metric(["yes"], st.offers_v6only)
-            c.add_metric(["no"], st.offers_v4)
-            yield c
-            yield CounterMetricFamily(
-                "v6mostly_dhcp4_acks_v6only", "ACKs carrying option 108", value=st.acks_v6only
-            )
-            yield CounterMetricFamily(
-                "v6mostly_dhcp4_malformed", "Malformed DHCPv4 messages", value=st.malformed
-            )
-            c = CounterMetricFamily(
-                "v6mostly_dhcp4_ignored", "Messages not answered", labels=["reason"]
-            )
-            for k, v in st.ignored.items():
-                c.add_metric([k], v)
-            yield c
-            used = GaugeMetricFamily(
-                "v6mostly_dhcp4_leases_in_use", "Leases in use", labels=["subnet"]
-            )
-            free = GaugeMetricFamily(
-                "v6mostly_dhcp4_addresses_free", "Pool addresses free", labels=["subnet"]
-            )
-            for name, (u, f) in r.dhcp.server.pool_usage(time.time()).items():
-                used.add_metric([name], u)
-                free.add_metric([name], f)
-            yield used
-            yield free
-        if r.ra is not None and r.ra.ifs:
-            s = CounterMetricFamily(
-                "v6mostly_ra_sent", "Router Advertisements sent", labels=["interface"]
-            )
-            q = CounterMetricFamily(
-                "v6mostly_ra_solicits", "Router Solicitations received", labels=["interface"]
-            )
-            for rif in r.ra.ifs.values():
-                s.add_metric([rif.name], rif.sent)
-                q.add_metric([rif.name], rif.solicits)
-            yield s
-            yield q
-        if r.dns is not None:
-            c = CounterMetricFamily(
-                "v6mostly_dns_queries", "DNS queries by outcome", labels=["outcome"]
-            )
-            for k, v in r.dns.responder.counts.items():
-                c.add_metric([k], v)
-            yield c
 
 
 async def _main(cfg: SiteConfig, only: tuple[str, ...]) -> int:

@@ -211,7 +211,7 @@ class TranslatorService:
     def _start_metrics(self) -> None:
         from prometheus_client.registry import CollectorRegistry
 
-        from ..metrics import DataplaneCollector, napt66_sessions, serve
+        from ..metrics import DataplaneCollector, napt66_sessions, serve_endpoint
 
         assert self.dp is not None and self.tun is not None
         reg = CollectorRegistry()
@@ -231,12 +231,7 @@ class TranslatorService:
                 return vars(nft.read_counters(name))
 
         reg.register(DataplaneCollector(self.dp, self.tun.mode, sessions, counters))
-        host, port = config_mod.listen_address(self.s.metrics_listen)
-        try:
-            self.http = serve(reg, host, port)
-        except OSError as e:
-            raise V6mostlyError(f"metrics listen {self.s.metrics_listen}: {e.strerror}") from None
-        log.info("metrics on http://%s/metrics", self.s.metrics_listen)
+        self.http = serve_endpoint(reg, self.s.metrics_listen)
 
     # -- run -----------------------------------------------------------------------
 
