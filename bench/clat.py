@@ -32,7 +32,8 @@ iperf3 UDP with 64-byte payloads both ways at a fixed offered rate (datagrams
 translator's processes (v6mostly's supervisor and its forked worker; tayga)
 divided by the packets handed to it through its TUN (the TUN's tx_packets:
 IPv4 from the host and, for both designs, the IPv6 packets for the CLAT
-address). Checksums are verified for real: the lab turns rx checksum offload
+address). client6's uplink merges received TCP segments (GRO), as a real NIC's
+driver does (a veth only when asked), for all three. Checksums are verified for real: the lab turns rx checksum offload
 off on client and server and tx off on the PLAT's veths, and the TUNs run
 without offloads, so each endpoint's stack checks every TCP/UDP checksum.
 Every iperf3 run is bounded (``--seconds`` + 30 s).
@@ -417,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     addrs = {}
     # The PLAT as the lab runs it (offloads, queues per core, RPS); the CLATs on client6.
     with running_lab(LabConfig()) as lab:
+        # A real NIC's driver merges TCP segments (GRO) before the stack (and a CLAT's
+        # tc filter) sees them; a veth does so only when asked.
+        lab.exec("client6", ["ethtool", "-K", "eth0", "gro", "on"])
         kinds: list[type[V6mostlyClat] | type[TaygaClat] | type[NoClat]] = [
             V6mostlyClat,
             TaygaClat,

@@ -297,7 +297,9 @@ def cmd_clat(args: argparse.Namespace) -> int:
         print(clat_text.status_text(args.state_dir, args.target))
         return 0
     if args.target is not None:
-        raise V6mostlyError(f"clat {args.target!r}: unexpected argument (did you mean --interface?)")
+        raise V6mostlyError(
+            f"clat {args.target!r}: unexpected argument (did you mean --interface?)"
+        )
     if args.config:
         s = load_clat(args.config)
         if args.interface:

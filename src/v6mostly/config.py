@@ -465,6 +465,9 @@ class ClatSettings:
         # address = "2001:db8:1::c1a7"  # the CLAT's IPv6 address; default: a stable,
         #                                 # checksum-neutral IID in the uplink's SLAAC /64
         # dns = "2001:db8:1::53"     # resolver for ipv4only.arpa (default: /etc/resolv.conf)
+        # queues = 0                 # translator workers; 0 = one per CPU (at most 4)
+        # offload = true             # GSO super-packets both ways (needs tc BPF); false:
+        #                            # one packet at a time, IPv6 out through a raw socket
 
         [metrics]
         listen = "127.0.0.1:9465"
@@ -478,6 +481,12 @@ class ClatSettings:
     dns: str | None = None
     metrics_listen: str = ""
     state_dir: str = "/run/v6mostly"
+    queues: int = 0
+    offload: bool = True
+
+    @property
+    def worker_count(self) -> int:
+        return self.queues or min(4, os.cpu_count() or 1)
 
 
 def check_ifname(r: _Reader, key: str, name: Any) -> str:
@@ -504,6 +513,8 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
             dns = str(ipaddress.ip_address(dns))
         except ValueError:
             raise r.fail("dns", dns, "expected the IPv4 or IPv6 address of a resolver") from None
+    queues = r.integer("queues", 0, 0, 64)
+    offload = r.get("offload", bool, True)
     r.finish()
     return ClatSettings(
         source,
@@ -513,6 +524,8 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
         ipaddress.IPv6Address(addr) if addr else None,
         dns,
         metrics_listen,
+        queues=queues,
+        offload=offload,
     )
 
 

@@ -91,6 +91,8 @@ class InterfaceConfig:
     rdnss: list[ipaddress.IPv6Address] = field(default_factory=list)
     dnssl: list[str] = field(default_factory=list)
     pref64_lifetime: int = 0
+    #: False: RAs carry no PREF64 (one advertised before is withdrawn, lifetime 0).
+    advertise_pref64: bool = True
     dhcp4: Dhcp4Subnet | None = None
 
 
@@ -306,6 +308,7 @@ def parse_interface(source: str, i: int, t: Any, pref64_lifetime: int) -> Interf
         rdnss=[ipaddress.IPv6Address(_v6(r, "rdnss", a)) for a in _list(r, "rdnss", str)],
         dnssl=_list(r, "dnssl", str),
         pref64_lifetime=life,
+        advertise_pref64=r.get("advertise_pref64", bool, True),
     )
     if ic.mtu and ic.mtu < 1280:
         raise r.fail("mtu", ic.mtu, "expected 0 (none) or at least 1280")

@@ -68,6 +68,12 @@ def test_clat_learns_the_pref64_from_ras_and_takes_an_address(lab: Lab) -> None:
     assert "default dev clat0" in lab.exec("client6", ["ip", "-4", "route"]).stdout
     filters = lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
     assert "mirred" in filters and "clat0" in filters
+    # Offload mode: IPv6 leaves through the egress TAP's tc program.
+    assert st["egress"].startswith("TAP clat0out"), st["egress"]
+    out_f = lab.exec("client6", ["tc", "filter", "show", "dev", "clat0out", "ingress"]).stdout
+    assert "v6m_clat_out" in out_f and "direct-action" in out_f, out_f
+    feats = lab.exec("client6", ["ethtool", "-k", "clat0"]).stdout
+    assert "tcp-segmentation-offload: on" in feats, feats
     status = clat_status(lab).stdout
     assert "eth0: active" in status and f"ipv6       {addr}" in status and PREF64 in status
 
@@ -85,6 +91,45 @@ def test_ipv4_literals_work_through_clat_and_plat(lab: Lab) -> None:
     )
     want = __import__("hashlib").sha256(bytes(range(256)) * 4096).hexdigest()
     assert r.stdout.split()[0] == want
+
+
+def upload_sha(lab: Lab, size: int) -> tuple[str, str]:
+    """Send ``size`` bytes by TCP to the IPv4 server's literal; (sent, received) sha256.
+    The server's stack checks every checksum (rx offload off in the lab)."""
+    recv = f"""
+import hashlib, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{SERVER4}", 5099)); s.listen(1); s.settimeout(15)
+c, _ = s.accept(); c.settimeout(15); h = hashlib.sha256()
+while d := c.recv(65536):
+    h.update(d)
+print(h.hexdigest())
+"""
+    send = f"""
+import os, socket
+data = bytes(range(256)) * ({size} // 256)
+c = socket.create_connection(("{SERVER4}", 5099), timeout=15)
+c.sendall(data); c.close()
+"""
+    rx = subprocess.Popen(
+        lab.cmd("inet4", [sys.executable, "-c", recv]), stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    pyexec(lab, "client6", send)
+    out, _ = rx.communicate(timeout=30)
+    want = __import__("hashlib").sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    return want, out.strip()
+
+
+def test_tcp_upload_leaves_as_super_packets_intact(lab: Lab) -> None:
+    """The host's TCP hands clat0 64 KB super-packets; they leave as IPv6 super-packets
+    through the egress TAP (segmented on the uplink) and arrive intact."""
+    before = clat_state(lab)["counters"].get("gso_superpackets", 0)
+    want, got = upload_sha(lab, 4 << 20)
+    assert got == want
+    assert wait_for(
+        lambda: clat_state(lab)["counters"].get("gso_superpackets", 0) > before + 10, timeout=5
+    ), clat_state(lab)["counters"]
 
 
 def test_large_df0_udp_datagram_arrives_whole(lab: Lab) -> None:
@@ -189,3 +234,31 @@ def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
     assert r.stdout.strip() == "", r.stdout[:2000]
     total = subprocess.run(["tshark", "-r", cap], capture_output=True, text=True, check=False)
     assert len(total.stdout.splitlines()) > 50  # the capture saw the run's traffic
+
+
+def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
+    """``offload = false``: plain TUN, IPv6 out through a raw socket; everything works."""
+    conf = Path(lab.path("clat-raw.toml"))
+    conf.write_text('[clat]\ninterface = "eth0"\noffload = false\nqueues = 1\n')
+    lab.pids.pop("clat", None)
+    lab.spawn(
+        "client6",
+        "clat-raw",
+        [sys.executable, "-m", "v6mostly", "clat", "--config", str(conf),
+         "--state-dir", lab.path("clat")],
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
+            lab.path("clat-raw.log")
+        ).read_text()
+        st = clat_state(lab)
+        assert st["egress"].startswith("raw socket") and st["workers"] == 1, st
+        assert "clat0out" not in lab.exec("client6", ["ip", "link"]).stdout
+        r = lab.exec("client6", ["ping", "-c", "2", "-W", "2", SERVER4], check=False)
+        assert " 0% packet loss" in r.stdout, r.stdout
+        want, got = upload_sha(lab, 1 << 20)
+        assert got == want
+    finally:
+        os.kill(lab.pids["clat-raw"], signal.SIGTERM)
+    assert wait_for(lambda: "cleaned up" in Path(lab.path("clat-raw.log")).read_text(), 10)
+    assert "clat0" not in lab.exec("client6", ["ip", "link"]).stdout

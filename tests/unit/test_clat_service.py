@@ -23,9 +23,12 @@ from tests.unit.nft_check import nft_check
 from v6mostly.clat.nd import answer_ns
 from v6mostly.config import clat_from_flags, load_clat
 from v6mostly.errors import ConfigError, V6mostlyError
-from v6mostly.linux import nft, tc
+from v6mostly.linux import bpf, nft, tc
 from v6mostly.linux.ndisc import RTM_NEWNDUSEROPT, parse_nduseropt
 from v6mostly.services import clat_text as clat
+from v6mostly.services.clat import egress_name
+from v6mostly.services.worker_loops import ETH_IPV6, _tap_parts
+from v6mostly.wire import vnet
 
 OWN = "2001:db8:1::c1a7"
 PEER = "2001:db8:1::1"
@@ -150,3 +153,45 @@ def test_status_reads_the_state_file(tmp_path: Path) -> None:
     assert "packets_4to6_udp" in text
     with pytest.raises(V6mostlyError, match="no CLAT running on wlan0"):
         clat.status_text(str(tmp_path), "wlan0")
+
+
+def test_redirect_neigh_program_bytes() -> None:
+    """``return bpf_redirect_neigh(7, NULL, 0, 0);`` as the kernel's eBPF encoding:
+    r1..r4 = 7, 0, 0, 0 (BPF_ALU64|BPF_MOV|BPF_K), call helper 152, exit."""
+    prog = bpf.redirect_neigh_program(7)
+    assert prog.hex() == (
+        "b701000007000000"
+        "b702000000000000"
+        "b703000000000000"
+        "b704000000000000"
+        "8500000098000000"
+        "9500000000000000"
+    )
+    with pytest.raises(V6mostlyError, match="ifindex 0: out of range"):
+        bpf.redirect_neigh_program(0)
+
+
+def test_tap_frames_count_the_ethernet_header() -> None:
+    """On a TAP, csum_start and hdr_len count from the Ethernet header (virtio-net)."""
+    ip6 = bytes([0x60]) + bytes(39) + bytes(20)
+    plain = _tap_parts(bytes(10) + ip6)
+    assert plain[0] == bytes(10) and plain[1] == ETH_IPV6 and bytes(plain[2]) == ip6
+    hdr = vnet.HDR.pack(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 40 + 32, 1428, 40, 16)
+    parts = _tap_parts(hdr + ip6)
+    assert vnet.HDR.unpack(parts[0]) == (vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 86, 1428, 54, 16)
+    assert ETH_IPV6[12:] == b"\x86\xdd" and not ETH_IPV6[0] & 1  # unicast destination
+
+
+def test_clat_queues_and_offload_keys(tmp_path: Path) -> None:
+    f = tmp_path / "clat.toml"
+    f.write_text('[clat]\ninterface = "wlan0"\nqueues = 2\noffload = false\n')
+    s = load_clat(str(f))
+    assert (s.queues, s.worker_count, s.offload) == (2, 2, False)
+    assert "no offload: IPv6 out through a raw socket" in clat.dry_run_text(s)
+    f.write_text('[clat]\ninterface = "wlan0"\noffload = "yes"\n')
+    with pytest.raises(ConfigError, match=r"\[clat\] offload = \"yes\": expected"):
+        load_clat(str(f))
+    f.write_text('[clat]\ninterface = "wlan0"\nqueues = 100\n')
+    with pytest.raises(ConfigError, match=r"queues = 100: expected an integer from 0 to 64"):
+        load_clat(str(f))
+    assert egress_name("clat0") == "clat0out" and len(egress_name("a" * 15)) == 15

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -19,6 +20,7 @@ from harness import mutate
 from scapy.all import ICMPv6ND_RA, ICMPv6NDOptPREF64
 
 from v6mostly.dns.responder import Responder, TokenBucket
+from v6mostly.errors import ConfigError
 from v6mostly.ra.advertiser import Advertiser, default_pref64_lifetime
 from v6mostly.ra.options import Pref64, Prefix, RaError, RouterAdvert, router_solicit_ok
 
@@ -249,3 +251,43 @@ def test_rfc7050_finds_the_well_known_address_at_every_length(n: int) -> None:
     a = P64(prefix).embed_unchecked(WKA[0])
     assert embedded_ipv4(a, n) == WKA[0]
     assert all(embedded_ipv4(a, m) != WKA[0] for m in (32, 40, 48, 56, 64, 96) if m != n)
+
+
+def test_advertise_pref64_false_withdraws_it(tmp_path: Path) -> None:
+    """``advertise_pref64 = false``: RAs without PREF64; after a reload the old one
+    goes out with lifetime 0 three times (RFC 8781 §4: hosts drop it), then not at all."""
+    from v6mostly.services.router import make_ra
+    from v6mostly.services.router_text import dry_run_text
+    from v6mostly.site_config import load_site
+
+    f = tmp_path / "site.toml"
+    base = '[site]\npref64 = "64:ff9b::/96"\n[[interface]]\nname = "lan0"\nmax_interval = 60\n'
+    f.write_text(base)
+    on = load_site(str(f))
+    f.write_text(base + "advertise_pref64 = false\n")
+    off = load_site(str(f))
+    assert off.interfaces[0].advertise_pref64 is False
+    assert "no PREF64 (advertise_pref64 = false" in dry_run_text(off)
+    adv = Advertiser(make_ra(on.interfaces[0], on.pref64, None), max_interval=60, rand=lambda: 0.0)
+    adv.start(0.0)
+    first = RouterAdvert.from_wire(adv.on_timer(0.0) or b"").pref64
+    assert [(str(p.prefix), p.lifetime) for p in first] == [("64:ff9b::/96", 184)]
+    adv.update(make_ra(off.interfaces[0], off.pref64, None), 1.0)
+    seen = []
+    for _ in range(4):
+        w = adv.on_timer(adv.next_time())
+        assert w is not None
+        seen.append([(str(p.prefix), p.lifetime) for p in RouterAdvert.from_wire(w).pref64])
+    assert seen == [[("64:ff9b::/96", 0)]] * 3 + [[]]
+    # Announced again while still being withdrawn: only the announcement goes out.
+    adv.update(make_ra(on.interfaces[0], on.pref64, None), adv.next_time())
+    adv.update(make_ra(off.interfaces[0], off.pref64, None), adv.next_time())
+    adv.on_timer(adv.next_time())
+    adv.update(make_ra(on.interfaces[0], on.pref64, None), adv.next_time())
+    w = adv.on_timer(adv.next_time())
+    assert w is not None
+    back = [(str(p.prefix), p.lifetime) for p in RouterAdvert.from_wire(w).pref64]
+    assert back == [("64:ff9b::/96", 184)]
+    f.write_text(base + 'advertise_pref64 = "no"\n')
+    with pytest.raises(ConfigError, match='advertise_pref64 = "no": expected'):
+        load_site(str(f))

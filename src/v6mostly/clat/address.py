@@ -61,9 +61,7 @@ def is_reserved_iid(iid: int) -> bool:
     return (iid >> 32) & 0xFCFF_FFFF == 0x0000_5EFE  # RFC 5214 §6.1 ISATAP
 
 
-def is_checksum_neutral(
-    v6: ipaddress.IPv6Address, v4: ipaddress.IPv4Address = CLAT_IPV4
-) -> bool:
+def is_checksum_neutral(v6: ipaddress.IPv6Address, v4: ipaddress.IPv4Address = CLAT_IPV4) -> bool:
     """Whether replacing ``v4`` by ``v6`` in a pseudo-header leaves its sum unchanged.
 
     Compared modulo 0xffff, so +0 (0x0000) and -0 (0xffff) are equal (RFC 1071 §2).

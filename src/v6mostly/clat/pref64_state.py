@@ -411,7 +411,9 @@ class Pref64Tracker:
 
     def _select(self) -> tuple[Pref64Choice, tuple[str, ...]] | None:
         if self._pinned is not None:
-            return Pref64Choice(self._pinned, Pref64Source.PINNED, PINNED_ORIGIN), self._pinned_notes
+            return Pref64Choice(
+                self._pinned, Pref64Source.PINNED, PINNED_ORIGIN
+            ), self._pinned_notes
         if self._ra:
             (router, prefix), e = max(self._ra.items(), key=lambda kv: kv[1].order)
             choice = Pref64Choice(prefix, Pref64Source.RA, f"RA from {router}", e.expires)

@@ -119,6 +119,6 @@ def del_address(name: str, address: str) -> None:
 def ipv6_mtu(name: str) -> int:
     """The uplink's IPv6 MTU (RA MTU options change it, RFC 4861 §6.3.4)."""
     try:
-        return int(netlink.read_sysctl(f"net.ipv6.conf.{name}.mtu"))
+        return int(netlink.read_sysctl(f"net/ipv6/conf/{name}/mtu"))
     except (OSError, ValueError):
         return netlink.link_mtu(name)

@@ -95,6 +95,8 @@ def conflicts(pl: Plan) -> list[str]:
 
 
 def read_sysctl(key: str) -> str:
+    """``key`` is a path under /proc/sys (``net/ipv6/conf/eth0.100/mtu``: slashes,
+    since interface names may hold dots)."""
     with open("/proc/sys/" + key) as f:
         return f.read().strip()
 

@@ -24,6 +24,7 @@ TUNGETFEATURES = 0x800454CF
 TUNSETVNETHDRSZ = 0x400454D8
 
 IFF_TUN = 0x0001
+IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
@@ -108,8 +109,9 @@ def link_exists(name: str) -> bool:
     return os.path.exists(f"/sys/class/net/{name}")
 
 
-def open_tun(name: str, queues: int, offload: bool = True) -> Tun:
-    """Create (or attach to) TUN ``name`` with ``queues`` queues.
+def open_tun(name: str, queues: int, offload: bool = True, tap: bool = False) -> Tun:
+    """Create (or attach to) TUN ``name`` with ``queues`` queues (a TAP with ``tap``:
+    frames with an Ethernet header).
 
     With ``offload`` the queues are opened with ``IFF_VNET_HDR`` and TSO/USO
     offloads; when the kernel refuses, the device falls back to plain packets.
@@ -119,7 +121,7 @@ def open_tun(name: str, queues: int, offload: bool = True) -> Tun:
     if queues < 1:
         raise TunError(f"queues = {queues}: expected at least 1")
     created = not link_exists(name)
-    flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE
+    flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI | IFF_MULTI_QUEUE
     notes: list[str] = []
     vnet = False
     if offload:

@@ -101,9 +101,13 @@ class Advertiser:
         new = {str(p.prefix) for p in template.pref64}
         gone = [p for p in self.template.pref64 if str(p.prefix) in old - new]
         self.template = template
+        # A prefix announced again is no longer being withdrawn (never both at once).
+        self._withdraw = [p for p in self._withdraw if str(p.prefix) not in new]
         if gone:
-            self._withdraw = gone
+            self._withdraw += gone
             self._withdraw_left = WITHDRAW_COUNT
+        elif not self._withdraw:
+            self._withdraw_left = 0
         self.on_solicit(now)
 
     def final(self) -> bytes:

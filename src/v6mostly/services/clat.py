@@ -63,11 +63,12 @@ from ..clat import Pref64Changed, Pref64Refused, Pref64Tracker, neutral_clat_add
 from ..clat.address import ipv4_mtu_for
 from ..config import ClatSettings
 from ..errors import V6mostlyError
-from ..linux import hostnet, ndisc, netlink, nft, tc, tun
+from ..linux import bpf, hostnet, ndisc, netlink, nft, tc, tun
+from ..linux.tun import Tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
 from .dataplane import Dataplane, SharedCounters
-from .worker_loops import clat_loop
+from .worker_loops import clat_loop, clat_vnet_loop
 
 log = logging.getLogger("v6mostly.clat")
 
@@ -112,6 +113,19 @@ class Active:
     tun: tun.Tun
     dp: Dataplane
     qdisc_added: bool
+    #: The egress TAP (offload mode), or None: IPv6 leaves through a raw socket.
+    tap: Tun | None = None
+
+    @property
+    def egress(self) -> str:
+        if self.tap is None:
+            return "raw socket (one packet at a time)"
+        return f"TAP {self.tap.name} + tc bpf redirect_neigh (GSO super-packets)"
+
+
+def egress_name(tun_name: str) -> str:
+    """The egress TAP's name: the TUN's with ``out`` (``clat0`` -> ``clat0out``)."""
+    return f"{tun_name[:12]}out"
 
 
 class ClatService:
@@ -121,7 +135,7 @@ class ClatService:
         self.active: Active | None = None
         self.reason = "starting"
         self.listener: ndisc.UserOptListener | None = None
-        self.counters = SharedCounters(1)
+        self.counters = SharedCounters(s.worker_count)
         self.ifindex = 0
         self.link_up = False
         self.mac = b""
@@ -162,9 +176,10 @@ class ClatService:
         with contextlib.suppress(OSError, ValueError), open(self.state_path) as f:
             old = json.load(f)
         left = []
-        if tun.link_exists(s.tun):
-            tun.delete_link(s.tun)
-            left.append(f"link {s.tun}")
+        for name in (s.tun, egress_name(s.tun)):
+            if tun.link_exists(name):
+                tun.delete_link(name)
+                left.append(f"link {name}")
         if nft.exists(s.tun):
             nft.delete(s.tun)
             left.append(f"nftables table inet {nft.table_name(s.tun)}")
@@ -358,6 +373,8 @@ class ClatService:
         if mtu != a.mtu:
             log.info("uplink IPv6 MTU changed: %s IPv4 MTU %d -> %d", self.s.tun, a.mtu, mtu)
             tun.configure_link(self.s.tun, mtu, 1000)
+            if a.tap is not None:
+                tun.configure_link(a.tap.name, mtu + 20, 1000)
             a.dp.set_link_mtu(mtu)
             a.mtu = mtu
 
@@ -426,20 +443,22 @@ class ClatService:
     def activate(self, pref64: ipaddress.IPv6Network) -> None:
         s = self.s
         # ndisc_notify: an unsolicited NA once DAD is done (RFC 4861 §7.2.6).
-        key = f"net.ipv6.conf.{s.interface}.ndisc_notify"
+        key = f"net/ipv6/conf/{s.interface}/ndisc_notify"
         with contextlib.suppress(OSError):
             self.sysctls.setdefault(key, netlink.read_sysctl(key))
             netlink.write_sysctl(key, "1")
         addr = self.add_with_dad()
         mtu = ipv4_mtu_for(hostnet.ipv6_mtu(s.interface))
         t: tun.Tun | None = None
+        tap: Tun | None = None
         added = False
         try:
-            t = tun.open_tun(s.tun, 1, offload=False)
+            tap = self._open_egress(mtu + 20) if s.offload else None
+            t = tun.open_tun(s.tun, s.worker_count, offload=tap is not None)
             tun.configure_link(s.tun, mtu, 1000)
             # No IPv6 on the TUN: no RS or MLD of its own (the translator drops them anyway).
             with contextlib.suppress(OSError, V6mostlyError):
-                netlink.write_sysctl(f"net.ipv6.conf.{s.tun}.disable_ipv6", "1")
+                netlink.write_sysctl(f"net/ipv6/conf/{s.tun}/disable_ipv6", "1")
             with hostnet.iproute() as ipr:
                 idx = ipr.link_lookup(ifname=s.tun)[0]
                 ipr.addr("add", index=idx, local=CLAT_V4, address=CLAT_PEER_V4, prefixlen=32)
@@ -447,28 +466,72 @@ class ClatService:
             nft.apply(nft.render_clat_table(s.tun))
             added = tc.install_redirect(s.interface, str(addr), s.tun)
             self.counters.link_mtu = mtu
-            loop = clat_loop(s.interface, addr.packed, hostnet.link_state(s.interface)[1])
+            mac = hostnet.link_state(s.interface)[1]
+            if tap is not None and t.mode == "offload":
+                loop = clat_vnet_loop(dict(zip(t.fds, tap.fds, strict=True)), addr.packed, mac)
+            else:
+                if tap is not None:  # the TUN refused offloads: no use for the TAP
+                    log.warning("%s: no offloads (%s); IPv6 through a raw socket", s.tun, t.notes)
+                    self._close_egress(tap)
+                    tap = None
+                loop = clat_loop(s.interface, addr.packed, mac)
             dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop)
             dp.start()
         except BaseException:
             tc.remove_redirect(s.interface, added)
             if t is not None:
                 t.close()
+            if tap is not None:
+                self._close_egress(tap)
             tun.delete_link(s.tun)
             nft.delete(s.tun)
             hostnet.del_address(s.interface, str(addr))
             raise
-        self.active = Active(addr, pref64, mtu, t, dp, added)
+        self.active = a = Active(addr, pref64, mtu, t, dp, added, tap)
         self.reason = "active"
         log.info(
-            "active: %s %s peer %s, IPv4 MTU %d, CLAT address %s, Pref64 %s",
+            "active: %s %s peer %s, IPv4 MTU %d, CLAT address %s, Pref64 %s, %d worker(s), "
+            "IPv6 out: %s",
             s.tun,
             CLAT_V4,
             CLAT_PEER_V4,
             mtu,
             addr,
             pref64,
+            len(t.fds),
+            a.egress,
         )
+
+    def _open_egress(self, mtu: int) -> tun.Tun | None:
+        """The egress TAP with its tc program (offload mode), or None (raw socket)."""
+        name = egress_name(self.s.tun)
+        tap: Tun | None = None
+        try:
+            tap = tun.open_tun(name, self.s.worker_count, offload=True, tap=True)
+            if tap.mode != "offload":
+                raise tun.TunError(f"{name}: offloads refused ({'; '.join(tap.notes)})")
+            tun.configure_link(name, mtu, 1000)
+            # Nothing of the host's own on it: no IPv6 (RS, MLD), no ARP, no addresses.
+            netlink.write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+            with hostnet.iproute() as ipr:
+                ipr.link(
+                    "set", index=ipr.link_lookup(ifname=name)[0], flags=0x80, mask=0x80
+                )  # NOARP
+            bpf.install_redirect_neigh(name, self.s.interface)
+            return tap
+        except (V6mostlyError, OSError) as e:
+            log.warning(
+                "offload mode unavailable (%s): one packet at a time, IPv6 through a raw socket",
+                e,
+            )
+            if tap is not None:
+                self._close_egress(tap)
+            return None
+
+    @staticmethod
+    def _close_egress(tap: tun.Tun) -> None:
+        tap.close()
+        tun.delete_link(tap.name)  # its qdisc and filter go with it
 
     def deactivate(self, why: str) -> None:
         a, self.active = self.active, None
@@ -478,6 +541,8 @@ class ClatService:
             tc.remove_redirect(s.interface, a.qdisc_added)
             a.tun.close()
             tun.delete_link(s.tun)  # its address and routes go with it
+            if a.tap is not None:
+                self._close_egress(a.tap)
             nft.delete(s.tun)
             hostnet.del_address(s.interface, str(a.address))
             log.info("stopped (%s): route, %s, address %s removed", why, s.tun, a.address)
@@ -510,6 +575,8 @@ class ClatService:
             "ipv4": CLAT_V4 if a else None,
             "ipv4_peer": CLAT_PEER_V4 if a else None,
             "mtu": a.mtu if a else None,
+            "workers": len(a.tun.fds) if a else None,
+            "egress": a.egress if a else None,
             "qdisc_added": a.qdisc_added if a else False,
             "sysctls": dict(self.sysctls),
             "counters": counters,

@@ -7,7 +7,7 @@ import os
 
 from ..config import ClatSettings
 from ..linux import nft, tc
-from .clat import CLAT_PEER_V4, CLAT_V4, DUMMY_V4, ROUTE_METRIC, ClatError
+from .clat import CLAT_PEER_V4, CLAT_V4, DUMMY_V4, ROUTE_METRIC, ClatError, egress_name
 
 
 def dry_run_text(s: ClatSettings) -> str:
@@ -31,6 +31,13 @@ def dry_run_text(s: ClatSettings) -> str:
         + " (deprecated, DAD, owned by the kernel)",
         "runs only with a Pref64 and no native IPv4 default route",
         f"errors from IPv6-only hops come from {DUMMY_V4} (RFC 7600)",
+        f"{s.worker_count} worker(s); "
+        + (
+            f"offload: IPv6 out through TAP {egress_name(s.tun)} + tc bpf redirect_neigh "
+            "(raw socket if the kernel refuses)"
+            if s.offload
+            else "no offload: IPv6 out through a raw socket"
+        ),
         f"state file: {os.path.join(s.state_dir, 'clat-' + s.interface + '.json')}",
         "",
         "# nft -f -",
@@ -72,6 +79,8 @@ def status_text(state_dir: str, interface: str | None) -> str:
             f"  ipv4       {st['ipv4'] or '-'} peer {st['ipv4_peer'] or '-'} on {st['tun']}",
             f"  mtu        {st['mtu'] or '-'}",
         ]
+        if st.get("egress"):
+            out.append(f"  ipv6 out   {st['egress']}, {st.get('workers')} worker(s)")
         for k, v in sorted(st.get("counters", {}).items()):
             out.append(f"  {k:<34} {v}")
     return "\n".join(out)

@@ -128,7 +128,7 @@ def make_ra(
         rdnss_lifetime=min(3 * ic.max_interval, 0xFFFFFFFF) if ic.rdnss else 0,
         dnssl=ic.dnssl,
         dnssl_lifetime=min(3 * ic.max_interval, 0xFFFFFFFF) if ic.dnssl else 0,
-        pref64=[Pref64(pref64, life)],
+        pref64=[Pref64(pref64, life)] if ic.advertise_pref64 else [],
     )
 
 

@@ -12,14 +12,16 @@ def dry_run_text(cfg: SiteConfig) -> str:
         out.append(f"interface {ic.name}:")
         if ic.ra:
             ra = make_ra(ic, cfg.pref64, None)
-            p64 = ra.pref64[0]
             out.append(
                 f"  RA every {ic.min_interval or max(3, round(0.33 * ic.max_interval))}-{ic.max_interval} s, "
                 f"router lifetime {ic.router_lifetime} s, preference {ic.preference}"
             )
-            out.append(
-                f"    PREF64 {p64.prefix} lifetime {p64.scaled() * 8} s (scaled {p64.scaled()})"
-            )
+            for p64 in ra.pref64:
+                out.append(
+                    f"    PREF64 {p64.prefix} lifetime {p64.scaled() * 8} s (scaled {p64.scaled()})"
+                )
+            if not ra.pref64:
+                out.append("    no PREF64 (advertise_pref64 = false; withdrawn if it was sent)")
             for p in ra.prefixes:
                 out.append(f"    PIO {p.prefix} valid {p.valid} preferred {p.preferred} (SLAAC)")
             if ra.rdnss:

@@ -156,6 +156,105 @@ def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
     return run
 
 
+#: The Ethernet header before IPv6 written into the CLAT's egress TAP. The tc
+#: program there strips it and fills in the real one (``bpf_redirect_neigh``); the
+#: destination only must not be multicast.
+ETH_IPV6 = bytes.fromhex("02000000000102000000000286dd")
+
+
+def _tap_parts(frame: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
+    """A translated frame (vnet header + IPv6) as TAP iovecs: header offsets count
+    the Ethernet header on a TAP (``csum_start``, ``hdr_len``)."""
+    flags, gso_type, hdr_len, gso_size, cs, co = _unpack_hdr(frame, 0)
+    if not flags and not gso_type:
+        return [_ZERO_HDR, ETH_IPV6, frame[10:]]
+    if flags & vnet.F_NEEDS_CSUM:
+        cs += 14
+    if hdr_len:
+        hdr_len += 14
+    return [vnet.HDR.pack(flags, gso_type, hdr_len, gso_size, cs, co), ETH_IPV6, frame[10:]]
+
+
+def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLoop:
+    """The CLAT's worker loop with offloads (RFC 6877): like ``run_vnet``, but IPv6
+    results go into the egress TAP queue paired with the TUN queue (``tap_for``),
+    whose tc program sends them out of the uplink, super-packets whole
+    (:mod:`v6mostly.linux.bpf`). IPv4 results go back into the TUN (delivered to
+    the host). A unicast Neighbor Solicitation for ``own6`` is answered as its
+    owner would (the translator drops it, leaving the buffer as read).
+    """
+    from ..clat.nd import answer_ns
+
+    def run(fd: int, xl: Translator, w: memoryview) -> None:
+        tapfd = tap_for[fd]
+        buf = bytearray(BUFSIZE)
+        mv = memoryview(buf)
+        rd = [mv[HEADROOM:]]
+        LOOP.enter(rd)
+        readv = os.readv
+        write = os.write
+        writev = os.writev
+        H = vnet.VNET_HDR_LEN
+        zero = _ZERO_HDR
+        zero_eth = _ZERO_HDR + ETH_IPV6
+        translate_into = xl.translate_into
+        pending = xl.pending
+        start = HEADROOM + H
+
+        def out(frame: bytes | bytearray | memoryview) -> None:
+            try:
+                if frame[H] >> 4 == 6:
+                    writev(tapfd, _tap_parts(frame))
+                else:
+                    write(fd, frame)
+            except OSError:
+                w[W_WERR] += 1
+
+        def dropped(end: int) -> None:
+            # Off the hot path: is it a unicast NS for the CLAT address?
+            if end - start >= 64 and buf[start] >> 4 == 6 and buf[start + 6] == 58:
+                na = answer_ns(bytes(buf[start:end]), own6, mac)
+                if na is not None:
+                    w[W_NA] += 1
+                    out(zero + na)
+
+        while True:
+            try:
+                n = readv(fd, rd)
+            except OSError as e:
+                _read_failed(e, w)
+                continue
+            try:
+                if buf[HEADROOM] == 0 and buf[HEADROOM + 1] == 0:
+                    s, e2 = translate_into(buf, start, HEADROOM + n)
+                    if s >= 0:
+                        try:
+                            if buf[s] >> 4 == 6:
+                                writev(tapfd, [zero_eth, mv[s:e2]])
+                            else:
+                                buf[s - H : s] = zero
+                                write(fd, mv[s - H : e2])
+                        except OSError:
+                            w[W_WERR] += 1
+                    elif s == SLOW:
+                        for p in pending:
+                            out(zero + p)
+                        pending.clear()
+                    else:
+                        dropped(HEADROOM + n)
+                    continue
+                frames = handle_vnet_packet(xl, buf, n, w)
+                if not frames:
+                    dropped(HEADROOM + n)
+                for frame in frames:
+                    out(frame)
+            except Exception:  # a packet must never take the worker down
+                w[W_EXC] += 1
+                pending.clear()
+
+    return run
+
+
 _ZERO_HDR = bytes(vnet.VNET_HDR_LEN)
 
 
