@@ -73,6 +73,9 @@ class Dhcp4Subnet:
     server_address: str | None
     reservations: dict[bytes, ipaddress.IPv4Address]
     interface: str | None
+    #: Relay agents (giaddr / source address) trusted to relay for this subnet
+    #: (RFC 3046 §2.1, RFC 6607); relayed messages from anyone else are dropped.
+    relays: list[ipaddress.IPv4Address] = field(default_factory=list)
 
 
 @dataclass
@@ -103,8 +106,23 @@ class DnsConfig:
     allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
     upstream: str | None
     dns64: bool
+    #: Per client address (unbound's ip-ratelimit): queries per second, burst.
     rate: float
     burst: float
+    #: Per client prefix (/64 for IPv6, /24 for IPv4): a higher ceiling.
+    prefix_rate: float = 500.0
+    prefix_burst: float = 1000.0
+    #: UDP answers: 512 bytes without EDNS, else the client's size capped by this
+    #: (RFC 6891 §6.2.5); larger answers are truncated with TC set.
+    max_udp_size: int = 1232
+    #: TCP (unbound's incoming-num-tcp, tcp-idle-timeout): connections in total,
+    #: per client address, and seconds an idle connection is kept.
+    tcp_max_connections: int = 100
+    tcp_max_per_client: int = 10
+    tcp_idle_timeout: float = 10.0
+    #: CHAOS-class answers (version.bind / id.server); "" = REFUSED. Never forwarded.
+    chaos_version: str = ""
+    chaos_id: str = ""
 
 
 @dataclass
@@ -118,6 +136,21 @@ class SiteConfig:
     lease_sync: str
     dns: DnsConfig | None
     metrics_listen: str
+    dhcp4_limits: Dhcp4Limits = field(default_factory=lambda: Dhcp4Limits())
+
+
+@dataclass
+class Dhcp4Limits:
+    """``[dhcp4]`` protections (Kea's model): how long an offered address is held
+    for the client's REQUEST, and per-client limits (Kea's ``limits`` hook)."""
+
+    offer_hold_time: float = 10.0
+    #: Messages per second per client (chaddr/client-id), with a burst.
+    client_rate: float = 10.0
+    client_burst: float = 20.0
+    #: DECLINEs per client accepted per ``decline_window`` seconds.
+    max_declines: int = 3
+    decline_window: float = 3600.0
 
 
 def _list(r: _Reader, key: str, kind: type, default: list[Any] | None = None) -> list[Any]:
@@ -213,7 +246,12 @@ def parse_dhcp4(r: _Reader, name: str, interface: str | None) -> Dhcp4Subnet:
         server_address=server,
         reservations=rs,
         interface=interface,
+        relays=[_v4addr(r, "relays", x) for x in _list(r, "relays", str)],
     )
+    if interface is None and not s.relays:
+        raise r.fail(
+            "relays", [], "a relayed subnet needs the relay agents' addresses (giaddr) it trusts"
+        )
     if not s.pools and not rs:
         raise r.fail("pool", [], "expected at least one pool range or reservation")
     r.finish()
@@ -362,6 +400,13 @@ def load_site(path: str) -> SiteConfig:
     sync = d.get("sync", str, "normal")
     if sync not in ("normal", "full"):
         raise d.fail("sync", sync, "expected normal or full")
+    limits = Dhcp4Limits(
+        offer_hold_time=float(d.integer("offer_hold_time", 10, 1, 3600)),
+        client_rate=float(d.integer("client_rate", 10, 1, 100_000)),
+        client_burst=float(d.integer("client_burst", 20, 1, 100_000)),
+        max_declines=d.integer("max_declines", 3, 0, 1_000_000),
+        decline_window=float(d.integer("decline_window", 3600, 1, 86400 * 7)),
+    )
     d.finish()
     dns_cfg = None
     if "dns" in data:
@@ -388,9 +433,19 @@ def load_site(path: str) -> SiteConfig:
             dns64=r.get("dns64", bool, False),
             rate=float(r.integer("rate", 50, 1, 1_000_000)),
             burst=float(r.integer("burst", 100, 1, 1_000_000)),
+            prefix_rate=float(r.integer("prefix_rate", 500, 1, 10_000_000)),
+            prefix_burst=float(r.integer("prefix_burst", 1000, 1, 10_000_000)),
+            max_udp_size=r.integer("max_udp_size", 1232, 512, 4096),
+            tcp_max_connections=r.integer("tcp_max_connections", 100, 1, 100_000),
+            tcp_max_per_client=r.integer("tcp_max_per_client", 10, 1, 100_000),
+            tcp_idle_timeout=float(r.integer("tcp_idle_timeout", 10, 1, 3600)),
+            chaos_version=r.get("chaos_version", str, ""),
+            chaos_id=r.get("chaos_id", str, ""),
         )
         if not dns_cfg.listen:
             raise r.fail("listen", [], "expected at least one address to listen on")
         r.finish()
     listen = parse_metrics(path, data)
-    return SiteConfig(path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen)
+    return SiteConfig(
+        path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen, limits
+    )

@@ -256,7 +256,7 @@ def test_rfc7050_finds_the_well_known_address_at_every_length(n: int) -> None:
 def test_advertise_pref64_false_withdraws_it(tmp_path: Path) -> None:
     """``advertise_pref64 = false``: RAs without PREF64; after a reload the old one
     goes out with lifetime 0 three times (RFC 8781 §4: hosts drop it), then not at all."""
-    from v6mostly.services.router import make_ra
+    from v6mostly.services.router_ra import make_ra
     from v6mostly.services.router_text import dry_run_text
     from v6mostly.site_config import load_site
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..site_config import Dhcp4Subnet, SiteConfig
-from .router import make_ra
+from .router_ra import make_ra
 
 
 def dry_run_text(cfg: SiteConfig) -> str:
