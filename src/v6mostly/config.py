@@ -45,6 +45,7 @@ Example (``v6mostly plat``)::
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -415,6 +416,11 @@ def load(path: str, plat: bool) -> Settings:
         check_outer_mapping(path, napt, translator)
         check_private_egress(path, napt, translator)
         check_reachable_host(path, napt, translator)
+        # Every client of the site reaches the translator from an outer address: the
+        # per-destination ICMP error bucket must not be one for the whole site.
+        translator = dataclasses.replace(
+            translator, icmp_ratelimit_shared=tuple(str(o.ipv6) for o in napt.outer)
+        )
     rt = _section(path, data, "routing")
     table = rt.integer("table", 0, 0, 0xFFFFFFFF)
     manage = rt.get("routes", bool, plat)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -177,6 +178,88 @@ def test_traceroute_by_ipv4_literal_from_mostly(lab: Lab) -> None:
     assert hops[-1] == SERVER4, r.stdout
     assert "*" not in hops, r.stdout
     assert "192.0.0.8" in hops, r.stdout  # the IPv6-only hop (RFC 7600 dummy address)
+
+
+def test_concurrent_traceroutes_through_the_plat_all_answered(lab: Lab) -> None:
+    """Behind NAPT66 every client reaches the PLAT's translator from the same outer
+    address: three traceroutes at once (UDP and ICMP by IPv4 literal from ``mostly``,
+    traceroute6 to the server's Pref64 address from ``v6only``), 3 probes per hop,
+    are more than the kernel's per-destination burst of 6. The PLAT counts that
+    address as many hosts (global bucket only): every probe is answered."""
+    target6 = str(ipaddress.IPv6Network(PREF64)[int(ipaddress.IPv4Address(SERVER4))])
+    runs = [
+        ("mostly", ["traceroute", "-n", "-q", "3", "-w", "2", "-m", "8", SERVER4]),
+        ("mostly", ["traceroute", "-I", "-n", "-q", "3", "-w", "2", "-m", "8", SERVER4]),
+        ("v6only", ["traceroute", "-6", "-n", "-q", "3", "-w", "2", "-m", "8", target6]),
+    ]
+    procs = [
+        subprocess.Popen(lab.cmd(node, argv), stdout=subprocess.PIPE, text=True)
+        for node, argv in runs
+    ]
+    outs = [p.communicate(timeout=90)[0] for p in procs]
+    for (node, argv), out in zip(runs, outs, strict=True):
+        lines = out.splitlines()[1:]
+        assert lines and argv[-1] in lines[-1], (node, out)
+        assert "*" not in out, (node, argv, out)
+
+
+NEW_PREF64 = "2001:db8:6464::/96"
+RA_INTERVAL = 10.0  # the lab router's max_interval
+
+
+def _ipv4_literal_ok(lab: Lab, node: str) -> bool:
+    r = lab.exec(
+        node, ["curl", "-sS", "--max-time", "3", f"http://{SERVER4}/"], check=False, timeout=10
+    )
+    return r.stdout == HELLO4
+
+
+def _hup(lab: Lab, *names: str) -> None:
+    for n in names:
+        os.kill(lab.pids[n], signal.SIGHUP)
+
+
+def test_y_pref64_moves_is_withdrawn_and_returns_across_the_site(lab: Lab) -> None:
+    """The network moves to a new Pref64 (site.toml, SIGHUP to router and PLAT): the
+    CLAT on ``mostly`` follows within one RA interval, DNS64 on ``v6only`` answers from
+    the new prefix, ``legacy`` is untouched. Then the operator withdraws the PREF64
+    (``advertise_pref64 = false``): the CLAT stops and removes its route, the others
+    keep working; announced again, the CLAT resumes."""
+    site = Path(lab.path("site.toml"))
+    original = site.read_text()
+    assert f'pref64 = "{PREF64}"' in original
+    try:
+        site.write_text(original.replace(f'pref64 = "{PREF64}"', f'pref64 = "{NEW_PREF64}"'))
+        _hup(lab, "plat", "router")
+        assert wait_for(lambda: clat_state(lab).get("pref64") == NEW_PREF64, RA_INTERVAL + 1)
+        assert wait_for(lambda: _ipv4_literal_ok(lab, "mostly"), 10), log(lab, "clat")[-2000:]
+        r = lab.exec("v6only", ["dig", "+short", "+time=2", SERVER_NAME, "AAAA"])
+        addr = ipaddress.IPv6Address(r.stdout.strip())
+        assert addr in ipaddress.IPv6Network(NEW_PREF64), addr
+        assert curl(lab, "v6only", f"http://{SERVER_NAME}/") == HELLO4
+        assert curl(lab, "legacy", f"http://{SERVER4}/") == HELLO4
+
+        site.write_text(
+            site.read_text().replace("max_interval =", "advertise_pref64 = false\nmax_interval =")
+        )
+        _hup(lab, "router")
+        assert wait_for(lambda: not clat_state(lab).get("active"), RA_INTERVAL + 1), clat_state(lab)
+        assert "no Pref64" in clat_state(lab)["reason"]
+        assert default_route(lab, "mostly", "-4") == ""
+        assert not _ipv4_literal_ok(lab, "mostly")
+        assert curl(lab, "mostly", f"http://{SERVER6_NAME}/", "-6") == HELLO6
+        assert curl(lab, "v6only", f"http://{SERVER_NAME}/") == HELLO4  # DNS64 needs no RA
+        assert curl(lab, "legacy", f"http://{SERVER4}/") == HELLO4
+
+        site.write_text(site.read_text().replace("advertise_pref64 = false\n", ""))
+        _hup(lab, "router")
+        assert wait_for(lambda: clat_state(lab).get("active"), RA_INTERVAL + 1), clat_state(lab)
+        assert wait_for(lambda: _ipv4_literal_ok(lab, "mostly"), 10)
+    finally:
+        site.write_text(original)
+        _hup(lab, "plat", "router")
+    assert wait_for(lambda: clat_state(lab).get("pref64") == PREF64, RA_INTERVAL + 1)
+    assert wait_for(lambda: _ipv4_literal_ok(lab, "mostly"), 10)
 
 
 def test_zz_traffic_split_from_the_services_counters(lab: Lab) -> None:

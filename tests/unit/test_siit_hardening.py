@@ -6,6 +6,8 @@ IDs the translator chooses are copied into the expectation first.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from scapy.all import (
     ICMP,
@@ -26,9 +28,10 @@ from scapy.all import (
     raw,
 )
 
+from v6mostly.config import load
 from v6mostly.siit.ratelimit import IcmpRateLimiter
 from v6mostly.siit.translator import HEADROOM, Translator, TranslatorConfig
-from v6mostly.siit.verdict import Drop
+from v6mostly.siit.verdict import Drop, Stats
 
 # The issue's reproduction: pool6 64:ff9b::/96, EAM 2001:db8::2/128 = 172.16.0.2/32.
 EAM = [("2001:db8::2/128", "172.16.0.2/32"), ("2001:db8::3/128", "172.16.0.3/32")]
@@ -114,6 +117,33 @@ def test_token_buckets_on_a_virtual_clock() -> None:
     assert rl.allow(b"\x09" * 4, 10.002) is True  # refilled at 1000/s
     off = IcmpRateLimiter(interval_ms=0, rate=0)
     assert all(off.allow(a, 0.0) for _ in range(1000))
+
+
+def test_shared_destinations_take_only_from_the_global_bucket() -> None:
+    """A PLAT's NAPT66 outer address stands for the whole site: 40 errors to it in one
+    instant (40 clients' traceroutes) all pass, within the global burst of 50."""
+    outer = bytes.fromhex("20010db8000200000000000000000064")
+    rl = IcmpRateLimiter(
+        interval_ms=1000, burst=6, rate=1000, global_burst=50, shared=frozenset({outer})
+    )
+    assert all(rl.allow(outer, 0.0) for _ in range(40))
+    assert sum(rl.allow(outer, 0.0) for _ in range(40)) == 10  # the global cap still holds
+    other = b"\x01" * 16
+    assert [rl.allow(other, 5.0) for _ in range(8)] == [True] * 6 + [False] * 2
+
+
+def test_plat_config_marks_the_napt66_outer_addresses_shared(tmp_path: Path) -> None:
+    f = tmp_path / "plat.toml"
+    f.write_text(
+        '[translator]\npool6 = "64:ff9b::/96"\nipv4_address = "192.0.2.1"\n'
+        'eam = [{ ipv6 = "2001:db8:2::64/128", ipv4 = "203.0.113.64/32" }]\n'
+        '[napt66]\ninside = ["2001:db8:1::/64"]\n'
+        'outer = [{ ipv6 = "2001:db8:2::64", ipv4 = "203.0.113.64" }]\n'
+    )
+    s = load(str(f), plat=True)
+    assert s.translator.icmp_ratelimit_shared == ("2001:db8:2::64",)
+    xl = Translator(s.translator, Stats())
+    assert xl.ratelimit.shared == frozenset({bytes.fromhex("20010db8000200000000000000000064")})
 
 
 def test_per_address_table_is_bounded() -> None:

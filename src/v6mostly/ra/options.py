@@ -250,12 +250,34 @@ def _parse_names(raw: bytes) -> list[str]:
         raise RaError(f"DNSSL: {e}") from None
 
 
-def router_solicit_ok(data: bytes) -> bool:
-    """RFC 4861 §6.1.1 checks of a Router Solicitation the kernel handed us."""
-    if len(data) < 8 or data[0] != ND_ROUTER_SOLICIT or data[1] != 0:
-        return False
+def router_solicit_invalid(data: bytes, hop_limit: int | None, source: str) -> str | None:
+    """RFC 4861 §6.1.1: why a Router Solicitation must be silently discarded, or None.
+
+    "The IP Hop Limit field has a value of 255" (a solicitation from off-link
+    would have been forwarded), "ICMP Code is 0", "ICMP length (derived from the
+    IP length) is 8 or more octets", "All included options have a length that is
+    greater than zero", and "If the IP source address is the unspecified address,
+    there is no source link-layer address option in the message." The kernel has
+    already checked the ICMP checksum. ``hop_limit`` None: the caller could not
+    learn it (the check is then skipped).
+    """
+    if len(data) < 8:
+        return "short"
+    if data[0] != ND_ROUTER_SOLICIT:
+        return "not_solicitation"
+    if data[1] != 0:
+        return "code"
+    if hop_limit is not None and hop_limit != 255:
+        return "hop_limit"
     try:
-        iter_options(data, 8)
+        opts = iter_options(data, 8)
     except RaError:
-        return False
-    return True
+        return "options"
+    if source.split("%")[0] == "::" and any(t == OPT_SLLA for t, _ in opts):
+        return "slla_from_unspecified"
+    return None
+
+
+def router_solicit_ok(data: bytes) -> bool:
+    """The checks of :func:`router_solicit_invalid` that need only the ICMP message."""
+    return router_solicit_invalid(data, None, "fe80::") is None

@@ -12,16 +12,19 @@ import random
 import socket
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import V6mostlyError
 from ..ra.advertiser import Advertiser, default_pref64_lifetime
-from ..ra.options import Pref64, Prefix, Route, RouterAdvert, router_solicit_ok
+from ..ra.options import Pref64, Prefix, Route, RouterAdvert, router_solicit_invalid
 from ..site_config import InterfaceConfig
 
 log = logging.getLogger("v6mostly.router")
 
 IPV6_RECVPKTINFO = 49
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
 IPV6_PKTINFO = 50
 IPV6_JOIN_GROUP = 20
 IPV6_MULTICAST_HOPS = 18
@@ -65,6 +68,8 @@ class RaInterface:
     sent: int = 0
     solicits: int = 0
     errors: int = 0
+    #: Router Solicitations discarded (RFC 4861 §6.1.1), by reason.
+    invalid: Counter[str] = field(default_factory=Counter)
 
 
 def _lladdr(ifname: str) -> bytes | None:
@@ -95,6 +100,7 @@ class RaService:
         filt = [0xFFFFFFFF] * 8  # block everything ...
         filt[133 >> 5] &= ~(1 << (133 & 31))  # ... but Router Solicitations
         s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *filt))
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         s.setblocking(False)
         self.sock = s
         now = time.monotonic()
@@ -121,17 +127,35 @@ class RaService:
         assert self.sock is not None
         for _ in range(64):
             try:
-                data, anc, _f, addr = self.sock.recvmsg(1500, socket.CMSG_SPACE(20))
+                data, anc, _f, addr = self.sock.recvmsg(
+                    1500, socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+                )
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             idx = addr[3] if len(addr) > 3 else 0
+            hops: int | None = None
             for level, kind, cdata in anc:
                 if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 20:
                     idx = struct.unpack_from("=I", cdata, 16)[0]
+                elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(cdata) >= 4:
+                    hops = struct.unpack_from("=i", cdata)[0]
             rif = self.ifs.get(idx)
-            if rif is None or not router_solicit_ok(data):
+            if rif is None:
+                continue
+            why = router_solicit_invalid(data, hops, addr[0])
+            if why is not None:
+                rif.invalid[why] += 1
+                if rif.invalid.total() in (1, 10, 100, 1000, 10000):
+                    log.warning(
+                        "%s: invalid Router Solicitation from %s (%s, RFC 4861 §6.1.1); "
+                        "%d discarded so far",
+                        rif.name,
+                        addr[0],
+                        why,
+                        rif.invalid.total(),
+                    )
                 continue
             rif.solicits += 1
             rif.adv.on_solicit(time.monotonic())

@@ -15,7 +15,10 @@ Two token buckets, as the Linux kernel has them:
   (the kernel's ``icmp_msgs_per_sec`` = 1000 and ``icmp_msgs_burst`` = 50).
 
 An error is sent only when both have a token. Time is a parameter (``now``,
-seconds on any monotonic clock); the per-address table is bounded.
+seconds on any monotonic clock); the per-address table is bounded. Addresses in
+``shared`` stand for many hosts (a PLAT's NAPT66 outer addresses: every client of
+the site is one of them to the translator): errors to them take only from the
+global bucket, so one client's traceroute does not starve another's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class IcmpRateLimiter:
         "interval",
         "max_peers",
         "rate",
+        "shared",
     )
 
     def __init__(
@@ -49,12 +53,14 @@ class IcmpRateLimiter:
         rate: float = DEFAULT_RATE,
         global_burst: int = DEFAULT_GLOBAL_BURST,
         max_peers: int = 4096,
+        shared: frozenset[bytes] = frozenset(),
     ) -> None:
         self.interval = interval_ms / 1000.0
         self.burst = max(burst, 1)
         self.rate = float(rate)
         self.global_burst = max(global_burst, 1)
         self.max_peers = max_peers
+        self.shared = shared
         #: address bytes -> (tokens, time of the last update)
         self._peers: dict[bytes, tuple[float, float]] = {}
         self._global = float(self.global_burst)
@@ -72,7 +78,7 @@ class IcmpRateLimiter:
                 return False
         else:
             g = 0.0
-        if self.interval > 0:
+        if self.interval > 0 and peer not in self.shared:
             peers = self._peers
             state = peers.pop(peer, None)  # re-inserted last: the dict is an LRU
             if state is None:

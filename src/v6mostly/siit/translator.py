@@ -95,6 +95,9 @@ class TranslatorConfig:
     icmp_ratelimit_burst: int = DEFAULT_BURST
     icmp_msgs_per_sec: float = DEFAULT_RATE
     icmp_msgs_burst: int = DEFAULT_GLOBAL_BURST
+    #: Destinations that stand for many hosts (the PLAT's NAPT66 outer IPv6
+    #: addresses): errors to them take only from the global bucket.
+    icmp_ratelimit_shared: tuple[str, ...] = ()
     #: draft-ietf-v6ops-icmpext-xlat-v6only-source: the IPv4 source of a translated
     #: ICMPv6 error whose IPv6 source has no IPv4 mapping (an IPv6-only hop); the CLAT
     #: sets the IPv4 dummy address of RFC 7600, ``tables.DUMMY_IPV4`` (192.0.0.8).
@@ -192,6 +195,7 @@ class Translator:
             cfg.icmp_ratelimit_burst,
             cfg.icmp_msgs_per_sec,
             cfg.icmp_msgs_burst,
+            shared=frozenset(ipaddress.ip_address(a).packed for a in cfg.icmp_ratelimit_shared),
         )
         self.clock = clock
         #: The time when no ``clock`` is given (seconds, any origin).
