@@ -213,6 +213,65 @@ def test_pref64_change_withdrawal_and_return(lab: Lab) -> None:
     assert wait_ping4(lab, 5), diag(lab)
 
 
+def test_ra_mtu_change_is_followed(lab: Lab) -> None:
+    """The router announces MTU 1400 (RA MTU option, RFC 4861 §4.6.4): the uplink's
+    IPv6 MTU becomes 1400 and the CLAT's IPv4 MTU 1380 (- 20), without a restart;
+    DF datagrams up to it pass, larger ones are refused by the host's own stack, and
+    TCP still carries 1 MB intact."""
+    site = Path(lab.path("site.toml"))
+    original = site.read_text()
+    site.write_text(original.replace("max_interval =", "mtu = 1400\nmax_interval =", 1))
+    os.kill(lab.pids["router"], signal.SIGHUP)
+    try:
+        assert wait_for(lambda: clat_state(lab).get("mtu") == 1380, RA_INTERVAL + 2), diag(lab)
+        assert (
+            lab.exec("client6", ["cat", "/proc/sys/net/ipv6/conf/eth0/mtu"]).stdout.strip()
+            == "1400"
+        )
+        assert "mtu 1380 " in lab.exec("client6", ["ip", "link", "show", "clat0"]).stdout
+        assert "IPv4 MTU 1480 -> 1380" in clat_log(lab)
+        # A DF=1 UDP datagram of exactly the new MTU (1380 bytes IPv4, 1400 IPv6) passes.
+        recv = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{SERVER4}", 7))
+s.settimeout(8)
+data, peer = s.recvfrom(65535)
+print(len(data))
+"""
+        rx = subprocess.Popen(
+            lab.cmd("inet4", [sys.executable, "-c", recv]), stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(0.5)
+        pyexec(
+            lab,
+            "client6",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_PMTUDISC_DO: DF=1\n"
+            f"s.sendto(bytes(1352), ('{SERVER4}', 7))\n",
+        )
+        out, _ = rx.communicate(timeout=15)
+        assert out.strip() == "1352", out
+        big = lab.exec(
+            "client6",
+            ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1353", SERVER4],
+            check=False,
+        )
+        assert big.returncode != 0 and "mtu=1380" in (big.stdout + big.stderr), (
+            big.stdout + big.stderr
+        )
+        r = lab.exec(
+            "client6",
+            ["sh", "-c", f"curl -sS --max-time 20 http://{SERVER4}/1m.bin | sha256sum"],
+            check=False,
+        )
+        want = __import__("hashlib").sha256(bytes(range(256)) * 4096).hexdigest()
+        assert r.stdout.split()[0] == want
+    finally:
+        site.write_text(original)
+        os.kill(lab.pids["router"], signal.SIGHUP)
+
+
 # -- 2. link down / up ----------------------------------------------------------------
 
 

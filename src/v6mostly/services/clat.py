@@ -135,7 +135,8 @@ class ClatService:
         self.active: Active | None = None
         self.reason = "starting"
         self.listener: ndisc.UserOptListener | None = None
-        self.counters = SharedCounters(s.worker_count)
+        # The IPv6 next hop (the uplink) has 20 bytes more MTU than clat0.
+        self.counters = SharedCounters(s.worker_count, ipv6_extra=20)
         self.ifindex = 0
         self.link_up = False
         self.mac = b""

@@ -65,10 +65,14 @@ class SharedCounters:
     """Counter slots in anonymous shared memory, inherited by forked workers.
 
     After the slots, one control word: the TUN MTU the workers should use.
+    ``ipv6_extra``: the IPv6 next hop's MTU is the TUN's plus this (a CLAT: its TUN
+    carries IPv4 with an MTU 20 below the uplink's IPv6 MTU; a PLAT/SIIT: 0, the TUN
+    is the next hop of both sides).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, ipv6_extra: int = 0) -> None:
         self.slots = slots
+        self.ipv6_extra = ipv6_extra
         self.width = Stats.SIZE + len(WORKER_COUNTERS)
         self._mm = mmap.mmap(-1, 8 * (self.width * slots + 1))
         self._view = memoryview(self._mm).cast("Q")
@@ -106,16 +110,17 @@ def _follow_mtu(
     xl: Translator, counters: SharedCounters
 ) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
-        apply_link_mtu(xl, counters.link_mtu)
+        apply_link_mtu(xl, counters.link_mtu, counters.ipv6_extra)
 
     return handler
 
 
-def apply_link_mtu(xl: Translator, mtu: int) -> None:
-    """The TUN's MTU is the next-hop MTU of both sides (RFC 7915 §4.2, §5.2); an
-    IPv6 link cannot go below 1280 (the kernel turns IPv6 off on it then)."""
+def apply_link_mtu(xl: Translator, mtu: int, ipv6_extra: int = 0) -> None:
+    """The TUN's MTU is the next-hop MTU of both sides (RFC 7915 §4.2, §5.2), the
+    IPv6 one ``ipv6_extra`` more (a CLAT); an IPv6 link cannot go below 1280 (the
+    kernel turns IPv6 off on it then)."""
     if mtu:
-        xl.set_link_mtu(max(mtu, 1280), max(min(mtu, 65535), 68))
+        xl.set_link_mtu(max(mtu + ipv6_extra, 1280), max(min(mtu, 65535), 68))
 
 
 @dataclass
@@ -145,7 +150,7 @@ def _worker_entry(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGIO, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _follow_mtu(xl, counters))
-    apply_link_mtu(xl, counters.link_mtu)
+    apply_link_mtu(xl, counters.link_mtu, counters.ipv6_extra)
     signal.pthread_sigmask(
         signal.SIG_UNBLOCK,
         {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1},
