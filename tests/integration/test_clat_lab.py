@@ -158,6 +158,36 @@ print(len(data), data == bytes(range(256)) * 12, peer[0])
     assert out.split()[:2] == ["3072", "True"], out
 
 
+def test_large_df0_udp_datagram_arrives_whole_downstream(lab: Lab) -> None:
+    """The other way: the IPv4 server answers with a 3072-byte DF=0 datagram; the PLAT
+    cuts it into IPv6 fragments (RFC 7915 §4), the CLAT translates each fragment
+    (RFC 7915 §5.1.1) and the host reassembles the whole datagram."""
+    server = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_PMTUDISC_DONT: DF=0
+s.bind(("{SERVER4}", 7))
+s.settimeout(10)
+data, peer = s.recvfrom(100)
+s.sendto(bytes(range(256)) * 12, peer)
+"""
+    client = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(8)
+s.sendto(b"give", ("{SERVER4}", 7))
+data, peer = s.recvfrom(65535)
+print(len(data), data == bytes(range(256)) * 12, peer[0])
+"""
+    srv = subprocess.Popen(lab.cmd("inet4", [sys.executable, "-c", server]))
+    time.sleep(0.5)
+    frags0 = lab.metrics().get("v6mostly_fragments_out_total", 0.0)
+    out = pyexec(lab, "client6", client)
+    srv.wait(timeout=15)
+    assert out.split() == ["3072", "True", SERVER4], out
+    assert lab.metrics()["v6mostly_fragments_out_total"] >= frags0 + 3  # the PLAT cut it
+
+
 def test_ping6_and_unicast_ns_to_the_clat_address_answered_as_owner(lab: Lab) -> None:
     addr = clat_state(lab)["clat_ipv6"]
     r = lab.exec("plat", ["ping", "-6", "-c", "2", "-W", "2", addr], check=False)
