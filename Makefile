@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo demo-site test lint bench bench-e2e bench-clat bench-dhcp fuzz clean debs
+.PHONY: demo demo-site test lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -55,6 +55,10 @@ bench-e2e: $(STAMP) debs
 # `v6mostly clat` against Debian's tayga set up as clatd runs it (root). See bench/clat.py.
 bench-clat: $(STAMP) debs
 	$(BIN)/python bench/clat.py --seconds 5
+
+# Metrics scrape time of the PLAT with 100,000 NAPT66 sessions, and ping meanwhile (root).
+bench-scrape: $(STAMP) debs
+	$(BIN)/python bench/conntrack_scrape.py --sessions 100000
 
 # DHCPv4 exchanges per second, v6mostly (SQLite leases) against Debian's Kea (root).
 bench-dhcp: $(STAMP) debs

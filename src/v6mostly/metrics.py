@@ -8,7 +8,6 @@ restarted (a slot keeps its counts across restarts).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -29,12 +28,12 @@ class DataplaneCollector(Collector):
         self,
         dp: Dataplane,
         mode: str,
-        sessions: Callable[[], int | None] | None = None,
+        napt66: bool = False,
         nft_counters: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.dp = dp
         self.mode = mode
-        self.sessions = sessions
+        self.napt66 = napt66
         self.nft_counters = nft_counters
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -72,12 +71,8 @@ class DataplaneCollector(Collector):
         for mode in ("offload", "plain"):
             m.add_metric([mode], 1 if mode == self.mode else 0)
         yield m
-        if self.sessions is not None:
-            count = self.sessions()
-            if count is not None:
-                yield GaugeMetricFamily(
-                    "v6mostly_napt66_sessions", "NAPT66 conntrack entries", value=count
-                )
+        if self.napt66:
+            yield from conntrack_families()
         if self.nft_counters is not None:
             f = CounterMetricFamily(
                 "v6mostly_filter_denied_packets", "Packets the PLAT filter dropped", labels=["rule"]
@@ -85,6 +80,37 @@ class DataplaneCollector(Collector):
             for k, v in self.nft_counters().items():
                 f.add_metric([k], v)
             yield f
+
+
+def conntrack_families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The PLAT's NAPT66 state from the kernel's own counters: O(1), no table dump."""
+    from .linux import conntrack
+
+    count = conntrack.entries()
+    if count is None:
+        return
+    yield GaugeMetricFamily(
+        "v6mostly_napt66_sessions",
+        "Conntrack entries in the PLAT's namespace (NAPT66 sessions; the IPv4 side is notrack)",
+        value=count,
+    )
+    cap = conntrack.limit()
+    if cap is not None:
+        yield GaugeMetricFamily(
+            "v6mostly_conntrack_max", "The conntrack table's limit (nf_conntrack_max)", value=cap
+        )
+    st = conntrack.stats()
+    for key, name, doc in (
+        (
+            "insert_failed",
+            "v6mostly_conntrack_insert_failed",
+            "New bindings that found no free port",
+        ),
+        ("drop", "v6mostly_conntrack_dropped", "New connections dropped: the table was full"),
+        ("early_drop", "v6mostly_conntrack_early_dropped", "Entries evicted to make room"),
+    ):
+        if key in st:
+            yield CounterMetricFamily(name, doc, value=st[key])
 
 
 def translator_families(st: Stats, extra: dict[str, int]) -> Iterator[CounterMetricFamily]:
@@ -170,26 +196,6 @@ def parse_exposition(text: str) -> dict[str, float]:
         except ValueError:
             continue
     return out
-
-
-def napt66_sessions(outer6: list[str]) -> int | None:
-    """Conntrack entries whose reply goes to one of the outer IPv6 addresses (pyroute2)."""
-    try:
-        from pyroute2 import Conntrack
-    except ImportError:  # pragma: no cover
-        return None
-    wanted = set(outer6)
-    n = 0
-    try:
-        with Conntrack(nfgen_family=socket.AF_INET6) as ct:
-            for entry in ct.dump_entries():
-                reply = entry.tuple_reply
-                if reply is not None and reply.daddr in wanted:
-                    n += 1
-    except Exception as e:  # conntrack may be absent; the scrape must still work
-        log.debug("conntrack dump failed: %s", e)
-        return None
-    return n
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> object:

@@ -27,7 +27,7 @@ import time
 from .. import config as config_mod
 from ..config import Settings
 from ..errors import ConfigError, V6mostlyError
-from ..linux import netlink, nft, tun
+from ..linux import conntrack, netlink, nft, tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
 from .dataplane import Dataplane, SharedCounters, TranslatorFactory
@@ -150,6 +150,8 @@ class TranslatorService:
         self.dp: Dataplane | None = None
         self.http: object | None = None
         self.watch: netlink.LinkWatch | None = None
+        #: NAPT66 port / table exhaustion, logged at most once a minute.
+        self.exhaustion = conntrack.ExhaustionWatch()
 
     # -- start ---------------------------------------------------------------------
 
@@ -211,26 +213,20 @@ class TranslatorService:
     def _start_metrics(self) -> None:
         from prometheus_client.registry import CollectorRegistry
 
-        from ..metrics import DataplaneCollector, napt66_sessions, serve_endpoint
+        from ..metrics import DataplaneCollector, serve_endpoint
 
         assert self.dp is not None and self.tun is not None
         reg = CollectorRegistry()
-        sessions = None
+        napt66 = False
         counters = None
         if self.plat and self.s.napt66:
-            outer6 = [str(o.ipv6) for o in self.s.napt66.outer]
-            if self.s.napt66.private_egress:
-                outer6.append(str(self.s.napt66.private_egress.outer.ipv6))
-
-            def sessions() -> int | None:
-                return napt66_sessions(outer6)
-
+            napt66 = True
             name = self.tun.name
 
             def counters() -> dict[str, int]:
                 return vars(nft.read_counters(name))
 
-        reg.register(DataplaneCollector(self.dp, self.tun.mode, sessions, counters))
+        reg.register(DataplaneCollector(self.dp, self.tun.mode, napt66, counters))
         self.http = serve_endpoint(reg, self.s.metrics_listen)
 
     # -- run -----------------------------------------------------------------------
@@ -280,6 +276,10 @@ class TranslatorService:
             if info is None or info.si_signo not in _SIGNALS:
                 if self.watch is not None:
                     self.follow_mtu()  # a missed SIGIO costs at most a second
+                if self.plat:
+                    self.exhaustion.update(
+                        conntrack.stats(), time.monotonic(), conntrack.entries(), conntrack.limit()
+                    )
                 continue
             if info.si_signo == signal.SIGCHLD:
                 self.dp.reap()
