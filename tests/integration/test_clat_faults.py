@@ -84,7 +84,7 @@ def alive(pid: int) -> bool:
     return done == 0
 
 
-def ping4_ok(lab: Lab, count: int = 1, wait: int = 1) -> bool:
+def ping4_ok(lab: Lab, count: int = 1, wait: int = 2) -> bool:
     r = lab.exec("client6", ["ping", "-n", "-c", str(count), "-W", str(wait), SERVER4], check=False)
     return r.returncode == 0
 
@@ -149,7 +149,7 @@ def lab() -> Iterator[Lab]:
             lambda: str(clat_state(lab).get("pref64_source", "")).startswith("RA from"),
             timeout=15,
         ), diag(lab)
-        assert wait_ping4(lab, 10), diag(lab)
+        assert wait_ping4(lab, 20), diag(lab)
         try:
             yield lab
         finally:
