@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo demo-site test lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
+.PHONY: demo demo-site test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -43,6 +43,18 @@ lint: $(STAMP)
 test: $(STAMP) debs lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# The unit and conformance tests on the oldest dependency versions pyproject.toml
+# accepts (its floors), in a venv of their own: a floor that does not work fails here.
+FLOOR_VENV := .venv-floor
+FLOORS := pyroute2==0.7.3 prometheus-client==0.17.0 dnspython==2.4.0
+$(FLOOR_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install -q $(FLOORS) pytest hypothesis scapy pytest-benchmark
+	$(FLOOR_VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/conformance
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops --benchmark-sort=name
 
@@ -68,4 +80,4 @@ fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/harness.py 1000000
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) $(FLOOR_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import NoReturn
 
+from . import __version__
 from .addr.pref64 import is_neutral, neutrality_reason, propose_neutral
 from .addr.rfc6052 import Pref64, parse_prefix, validate_pref64
 from .errors import V6mostlyError
@@ -328,6 +329,7 @@ def _service_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="v6mostly", description="Tools for an IPv6-mostly network.")
+    p.add_argument("--version", action="version", version=f"v6mostly {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     pf = sub.add_parser("pref64", help="check or derive a Pref64::/n")

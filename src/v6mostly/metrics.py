@@ -199,10 +199,30 @@ def parse_exposition(text: str) -> dict[str, float]:
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> object:
-    from prometheus_client import start_http_server
+    """The exposition on a daemon thread; returns the server (``.shutdown()``).
 
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
+    Built from ``make_wsgi_app`` and the standard library rather than
+    ``start_http_server``, whose return value changed across prometheus-client
+    releases (None before 0.20): the same code for every version we accept.
+    """
+    import socket
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Quiet)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd
 
 
 def serve_endpoint(registry: CollectorRegistry, listen: str) -> object:

@@ -12,12 +12,23 @@ fragments itself, to the smaller of the two MTUs, with the IPv4 ID.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from corpus import load_manifest, run_case
 
 KNOWN_DIFFERENCES: dict[str, str] = {}
 
-BASE, MANIFEST = load_manifest()
+try:
+    BASE, MANIFEST = load_manifest()
+except FileNotFoundError:
+    if os.environ.get("CI"):
+        raise  # CI has the corpus: never skip it there
+    pytest.skip(
+        "Jool's SIIT corpus not found beside the clone (../shared/conformance/jool-siit): "
+        "set V6MOSTLY_CONFORMANCE=DIR to run it",
+        allow_module_level=True,
+    )
 CASES = MANIFEST["cases"]
 
 

@@ -40,3 +40,21 @@ def test_exhaustion_logged_once_a_minute_with_what_piled_up(
     assert "25 insert failures" in msgs[1] and "2 new connections dropped" in msgs[1]
     assert "999 of 1000 entries in use" in msgs[1]
     assert len(msgs) == 2
+
+
+def test_metrics_endpoint_serves_and_shuts_down() -> None:
+    """The exposition server (our own WSGI wrapper: prometheus-client's
+    start_http_server returned None before 0.20, which crashed the PLAT)."""
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from v6mostly.metrics import serve
+
+    reg = CollectorRegistry()
+    Counter("v6mostly_test_events", "a test counter", registry=reg).inc(3)
+    httpd = serve(reg, "127.0.0.1", 0)
+    port = httpd.server_address[1]  # type: ignore[attr-defined]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "v6mostly_test_events_total 3.0" in body
+    httpd.shutdown()  # type: ignore[attr-defined]
