@@ -266,7 +266,7 @@ def _serve(args: argparse.Namespace, plat: bool) -> int:
         print(dry_run_text(s, plat=plat))
         return 0
     _setup_logging(args.verbose)
-    return serve_forever(s, plat=plat, replace=args.replace)
+    return serve_forever(s, plat=plat, replace=args.replace, control_path=args.control_socket)
 
 
 def cmd_siit(args: argparse.Namespace) -> int:
@@ -319,8 +319,16 @@ def cmd_clat(args: argparse.Namespace) -> int:
     return clat.serve_forever(s)
 
 
-def _service_flags(p: argparse.ArgumentParser) -> None:
+def _service_flags(p: argparse.ArgumentParser, daemon: str) -> None:
+    from .control import default_path
+
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, exit")
+    p.add_argument(
+        "--control-socket",
+        default=default_path(daemon),
+        metavar="PATH",
+        help=f"for v6mostly ctl (default {default_path(daemon)}; '' = none)",
+    )
     p.add_argument(
         "--replace", action="store_true", help="take over an existing device, table or route"
     )
@@ -396,12 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="own ICMP errors in all, shared out among the workers (default 1000; 0 = off)",
     )
     si.add_argument("--icmp-msgs-burst", type=int, metavar="N", help="(default 50)")
-    _service_flags(si)
+    _service_flags(si, "siit")
     si.set_defaults(func=cmd_siit)
 
     pl = sub.add_parser("plat", help="run a stateful NAT64 (SIIT + nftables NAPT66)")
     pl.add_argument("--config", required=True, help="TOML configuration file")
-    _service_flags(pl)
+    _service_flags(pl, "plat")
     pl.set_defaults(func=cmd_plat)
 
     cl = sub.add_parser(
@@ -436,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         rp.set_defaults(func=cmd_router)
 
+    from .ctl import add_parser as add_ctl_parser
+
+    add_ctl_parser(sub)
     from .lab.cli import add_lab_parser
 
     add_lab_parser(sub)

@@ -99,7 +99,16 @@ def spawn_plat(lab: Lab) -> None:
     lab.spawn(
         "plat",
         "plat",
-        [sys.executable, "-m", "v6mostly", "plat", "--config", lab.path("plat.toml")],
+        [
+            sys.executable,
+            "-m",
+            "v6mostly",
+            "plat",
+            "--config",
+            lab.path("plat.toml"),
+            "--control-socket",
+            lab.path("plat.sock"),
+        ],
     )
 
 

@@ -235,6 +235,21 @@ def test_steps_back_for_native_ipv4_and_takes_over_again(lab: Lab) -> None:
     assert " 0% packet loss" in r.stdout
 
 
+def test_y_ctl_status_stats_reload(lab: Lab) -> None:
+    """`v6mostly ctl` on the CLAT's control socket (beside its state file)."""
+    sock = lab.path("clat/clat-eth0.sock")
+    argv = [sys.executable, "-m", "v6mostly", "ctl", "--socket", sock]
+    r = lab.exec("client6", [*argv, "--json", "status"], check=False)
+    st = json.loads(r.stdout)[sock]
+    assert st["ok"] and st["daemon"] == "clat@eth0" and st["active"], st
+    assert st["pref64"] == PREF64 and st["egress"].startswith("TAP clat0out"), st
+    r = lab.exec("client6", [*argv, "stats", "--explain"], check=False)
+    assert "gso_superpackets" in r.stdout and "GSO super-packets read" in r.stdout, r.stdout
+    r = lab.exec("client6", [*argv, "reload"], check=False)
+    assert r.returncode == 0 and "eth0: reloaded: re-checking the link" in r.stdout, r.stdout
+    assert clat_state(lab)["active"]
+
+
 def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
     """Last: SIGTERM removes everything; the capture of the whole run shows no
     192.0.0.0/29 source and no ARP for it on the client link."""

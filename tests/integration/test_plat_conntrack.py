@@ -5,8 +5,10 @@ count the insert failures and the PLAT logs them (rate limited)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -52,6 +54,58 @@ for i in range(20):
     assert m["v6mostly_conntrack_insert_failed_total"] == 0.0
 
 
+def ctl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """`v6mostly ctl` as an operator runs it on the PLAT box."""
+    argv = [sys.executable, "-m", "v6mostly", "ctl", "--socket", lab.path("plat.sock"), *args]
+    return lab.exec("plat", argv, check=False, timeout=30)
+
+
+def test_ctl_status_stats_sessions_and_reload(lab: Lab) -> None:
+    """Runs first in file order after the kernel-counter test (the PLAT as the lab
+    started it): what an operator asks the running PLAT."""
+    st = json.loads(ctl(lab, "--json", "status").stdout)[lab.path("plat.sock")]
+    assert st["ok"] and st["daemon"] == "plat" and st["pref64"] == PREF64
+    assert st["config"] == lab.path("plat.toml") and len(st["config_sha256"]) == 64
+    assert st["workers"] == st["queues"] == 1 and st["mode"] in ("offload", "plain")
+    text = ctl(lab, "status").stdout
+    assert text.startswith("plat:\n") and f"pref64           {PREF64}" in text
+    # A flow from a known client port, then: the binding in `ctl sessions`.
+    code = f"""
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 40555))
+s.sendto(b"x", ("{_server6()}", 9999))
+"""
+    pyexec(lab, "client6", code)
+    out = json.loads(ctl(lab, "--json", "sessions").stdout)[lab.path("plat.sock")]
+    rows = [r for r in out["sessions"] if r["client_port"] == 40555]
+    assert len(rows) == 1, out
+    r = rows[0]
+    assert r["proto"] == "udp" and r["destination_ipv4"] == SERVER4
+    assert r["destination_port"] == 9999 and r["expires_in"] > 0
+    text = ctl(lab, "sessions", "--client", r["client"]).stdout
+    assert f"udp    [{r['client']}]:40555 -> {SERVER4}:9999  as [{r['outer']}]" in text
+    # Counters with their meaning; an unknown client has no session.
+    text = ctl(lab, "stats", "--explain").stdout
+    assert "packets_6to4_udp" in text and "packets translated, by direction" in text
+    none = json.loads(ctl(lab, "--json", "sessions", "--client", "2001:db8::dead").stdout)
+    assert none[lab.path("plat.sock")]["total"] == 0
+    # Reload: applied, then a broken file kept out with the reason.
+    r1 = ctl(lab, "reload")
+    assert r1.returncode == 0 and "plat: reloaded: " in r1.stdout, r1.stdout + r1.stderr
+    assert "plat.toml applied (1 EAM entries)" in r1.stdout
+    conf = Path(lab.path("plat.toml"))
+    good = conf.read_text()
+    conf.write_text(good.replace("[napt66]\n", "[napt66]\nbogus_key = 1\n", 1))
+    try:
+        r2 = ctl(lab, "reload")
+        assert r2.returncode == 1 and "plat: NOT reloaded: keeping the running" in r2.stdout
+        assert "bogus_key" in r2.stdout
+    finally:
+        conf.write_text(good)
+    assert ctl(lab, "status").returncode == 0  # still running
+
+
 def test_port_exhaustion_is_counted_and_logged(lab: Lab) -> None:
     conf = Path(lab.path("plat.toml"))
     text = conf.read_text()
@@ -60,7 +114,8 @@ def test_port_exhaustion_is_counted_and_logged(lab: Lab) -> None:
     pid = lab.pids["plat"]
     os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not alive(pid), 10)
-    lab.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", "plat", "--config", str(conf)])
+    argv = ["plat", "--config", str(conf), "--control-socket", lab.path("plat.sock")]
+    lab.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", *argv])
     assert wait_for(lambda: "v6mostly_napt66_sessions" in str(lab.metrics()), 20)
     time.sleep(1.5)  # the PLAT's first conntrack reading is its baseline
     code = f"""

@@ -326,7 +326,8 @@ class Lab:
         conf = self.path("plat.toml")
         with open(conf, "w") as f:
             f.write(self.plat_config(self.path("site.toml") if self.config.router else None))
-        self.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", "plat", "--config", conf])
+        argv = ["plat", "--config", conf, "--control-socket", self.path("plat.sock")]
+        self.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", *argv])
 
     def _start_tayga(self) -> None:
         """TAYGA as the translator, behind the same NAPT66 table."""

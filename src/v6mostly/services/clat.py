@@ -41,10 +41,10 @@ think a stale prefix still valid after resume). A pause the loop notices (it
 woke up much later than it asked to: suspend/resume, SIGSTOP/SIGCONT, a
 frozen VM) is handled like a link change: Router Solicitations at once, the
 known prefixes must be re-advertised, DNS discovery is re-checked (Apple's
-CLAT did not come back after resume). The state (Pref64 and its source, addresses, MTU, active
-or why not, counters) is written to ``/run/v6mostly/clat-IF.json`` for
-``v6mostly clat status``. SIGTERM removes everything; a start after SIGKILL
-removes what the killed one left (named in its state file) and takes over.
+CLAT did not come back after resume). The state (Pref64 and source, addresses, MTU, active or
+why not, counters) goes to ``/run/v6mostly/clat-IF.json`` (``clat status``); ``clat-IF.sock``
+beside it answers ``v6mostly ctl``. SIGTERM removes everything; a start after SIGKILL removes
+what the killed one left (named in its state file) and takes over.
 """
 
 from __future__ import annotations
@@ -62,11 +62,14 @@ from typing import Any
 from ..clat import Pref64Changed, Pref64Refused, Pref64Tracker, neutral_clat_address
 from ..clat.address import ipv4_mtu_for
 from ..config import ClatSettings
+from ..control import ControlError, ControlServer
 from ..errors import V6mostlyError
-from ..linux import bpf, hostnet, ndisc, netlink, nft, tc, tun
+from ..linux import hostnet, ndisc, netlink, nft, tc, tun
 from ..linux.tun import Tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
+from .clat_egress import close_egress, egress_name, open_egress
+from .control_handlers import ReloadState, clat_handlers
 from .dataplane import Dataplane, SharedCounters
 from .worker_loops import clat_loop, clat_vnet_loop
 
@@ -123,11 +126,6 @@ class Active:
         return f"TAP {self.tap.name} + tc bpf redirect_neigh (GSO super-packets)"
 
 
-def egress_name(tun_name: str) -> str:
-    """The egress TAP's name: the TUN's with ``out`` (``clat0`` -> ``clat0out``)."""
-    return f"{tun_name[:12]}out"
-
-
 class ClatService:
     def __init__(self, s: ClatSettings) -> None:
         self.s = s
@@ -146,6 +144,9 @@ class ClatService:
         #: After a failed start: no new try before ``retry_at`` (doubling back-off).
         self.retry_at = 0.0
         self.backoff = 0.0
+        self.control: ControlServer | None = None
+        self.reloads = ReloadState()
+        self.started = time.monotonic()
 
     @property
     def state_path(self) -> str:
@@ -169,6 +170,14 @@ class ClatService:
         self._log_events()
         if s.metrics_listen:
             self._start_metrics()
+        try:
+            self.control = ControlServer(self.control_path, clat_handlers(self))
+        except ControlError as e:
+            log.warning("%s: v6mostly ctl cannot reach this instance", e)
+
+    @property
+    def control_path(self) -> str:
+        return os.path.join(self.s.state_dir, f"clat-{self.s.interface}.sock")
 
     def take_over(self) -> None:
         """Remove what a killed instance left (its state file names its address)."""
@@ -198,6 +207,8 @@ class ClatService:
         if self.listener is None:
             return  # never started (e.g. no such interface): nothing to undo
         self.deactivate("stopping")
+        if self.control is not None:
+            self.control.close()
         self.listener.close()
         shutdown = getattr(self.http, "shutdown", None)
         if shutdown is not None:
@@ -247,6 +258,9 @@ class ClatService:
             elif signo == signal.SIGHUP:
                 log.info("SIGHUP: re-checking the link and the Pref64")
                 self.tracker.on_link_change(_now())
+                self.reloads.done(
+                    True, "re-checking the link and the Pref64 (the CLAT re-reads no file)"
+                )
                 return True
             else:
                 log.info("%s: stopping", signal.Signals(signo).name)
@@ -454,7 +468,7 @@ class ClatService:
         tap: Tun | None = None
         added = False
         try:
-            tap = self._open_egress(mtu + 20) if s.offload else None
+            tap = open_egress(s.tun, s.interface, s.worker_count, mtu + 20) if s.offload else None
             t = tun.open_tun(s.tun, s.worker_count, offload=tap is not None)
             tun.configure_link(s.tun, mtu, 1000)
             # No IPv6 on the TUN: no RS or MLD of its own (the translator drops them anyway).
@@ -473,7 +487,7 @@ class ClatService:
             else:
                 if tap is not None:  # the TUN refused offloads: no use for the TAP
                     log.warning("%s: no offloads (%s); IPv6 through a raw socket", s.tun, t.notes)
-                    self._close_egress(tap)
+                    close_egress(tap)
                     tap = None
                 loop = clat_loop(s.interface, addr.packed, mac)
             dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop)
@@ -483,7 +497,7 @@ class ClatService:
             if t is not None:
                 t.close()
             if tap is not None:
-                self._close_egress(tap)
+                close_egress(tap)
             tun.delete_link(s.tun)
             nft.delete(s.tun)
             hostnet.del_address(s.interface, str(addr))
@@ -503,37 +517,6 @@ class ClatService:
             a.egress,
         )
 
-    def _open_egress(self, mtu: int) -> tun.Tun | None:
-        """The egress TAP with its tc program (offload mode), or None (raw socket)."""
-        name = egress_name(self.s.tun)
-        tap: Tun | None = None
-        try:
-            tap = tun.open_tun(name, self.s.worker_count, offload=True, tap=True)
-            if tap.mode != "offload":
-                raise tun.TunError(f"{name}: offloads refused ({'; '.join(tap.notes)})")
-            tun.configure_link(name, mtu, 1000)
-            # Nothing of the host's own on it: no IPv6 (RS, MLD), no ARP, no addresses.
-            netlink.write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
-            with hostnet.iproute() as ipr:
-                ipr.link(
-                    "set", index=ipr.link_lookup(ifname=name)[0], flags=0x80, mask=0x80
-                )  # NOARP
-            bpf.install_redirect_neigh(name, self.s.interface)
-            return tap
-        except (V6mostlyError, OSError) as e:
-            log.warning(
-                "offload mode unavailable (%s): one packet at a time, IPv6 through a raw socket",
-                e,
-            )
-            if tap is not None:
-                self._close_egress(tap)
-            return None
-
-    @staticmethod
-    def _close_egress(tap: tun.Tun) -> None:
-        tap.close()
-        tun.delete_link(tap.name)  # its qdisc and filter go with it
-
     def deactivate(self, why: str) -> None:
         a, self.active = self.active, None
         s = self.s
@@ -543,7 +526,7 @@ class ClatService:
             a.tun.close()
             tun.delete_link(s.tun)  # its address and routes go with it
             if a.tap is not None:
-                self._close_egress(a.tap)
+                close_egress(a.tap)
             nft.delete(s.tun)
             hostnet.del_address(s.interface, str(a.address))
             log.info("stopped (%s): route, %s, address %s removed", why, s.tun, a.address)

@@ -7,7 +7,8 @@ import os
 
 from ..config import ClatSettings
 from ..linux import nft, tc
-from .clat import CLAT_PEER_V4, CLAT_V4, DUMMY_V4, ROUTE_METRIC, ClatError, egress_name
+from .clat import CLAT_PEER_V4, CLAT_V4, DUMMY_V4, ROUTE_METRIC, ClatError
+from .clat_egress import egress_name
 
 
 def dry_run_text(s: ClatSettings) -> str:

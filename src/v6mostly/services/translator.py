@@ -26,10 +26,12 @@ import time
 
 from .. import config as config_mod
 from ..config import Settings
+from ..control import ControlError, ControlServer
 from ..errors import ConfigError, V6mostlyError
 from ..linux import conntrack, netlink, nft, tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
+from .control_handlers import ReloadState, translator_handlers
 from .dataplane import Dataplane, SharedCounters, TranslatorFactory
 
 log = logging.getLogger("v6mostly.service")
@@ -140,7 +142,9 @@ def _translator_factory(s: Settings) -> TranslatorFactory:
 
 
 class TranslatorService:
-    def __init__(self, s: Settings, plat: bool, replace: bool = False) -> None:
+    def __init__(
+        self, s: Settings, plat: bool, replace: bool = False, control_path: str | None = None
+    ) -> None:
         self.s = s
         self.plat = plat
         self.replace = replace
@@ -152,6 +156,10 @@ class TranslatorService:
         self.watch: netlink.LinkWatch | None = None
         #: NAPT66 port / table exhaustion, logged at most once a minute.
         self.exhaustion = conntrack.ExhaustionWatch()
+        self.started = time.monotonic()
+        self.reloads = ReloadState()
+        self.control_path = control_path
+        self.control: ControlServer | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -209,6 +217,11 @@ class TranslatorService:
         log.info("%d worker(s) running", q)
         if s.metrics_listen:
             self._start_metrics()
+        if self.control_path:
+            try:
+                self.control = ControlServer(self.control_path, translator_handlers(self))
+            except ControlError as e:
+                log.warning("%s: v6mostly ctl cannot reach this instance", e)
 
     def _start_metrics(self) -> None:
         from prometheus_client.registry import CollectorRegistry
@@ -232,15 +245,22 @@ class TranslatorService:
     # -- run -----------------------------------------------------------------------
 
     def reload(self) -> None:
+        ok, message = self._reload()
+        self.reloads.done(ok, message)
+
+    def _reload(self) -> tuple[bool, str]:
+        """Re-read the file and apply it; (applied, what happened) for ``ctl reload``."""
         if self.s.source.startswith("<"):
             log.info("SIGHUP: no configuration file to re-read")
-            return
+            return False, "no configuration file to re-read (started from flags)"
         try:
             new = config_mod.load(self.s.source, self.plat)
         except ConfigError as e:
             log.error("SIGHUP: keeping the running configuration: %s", e)
-            return
+            return False, f"keeping the running configuration: {e}"
+        note = ""
         if new.tun != self.s.tun or new.metrics_listen != self.s.metrics_listen:
+            note = "; [tun] and [metrics] changes need a restart (not applied)"
             log.warning("SIGHUP: [tun] and [metrics] changes need a restart; applying the rest")
         assert self.dp is not None and self.tun is not None and self.applied is not None
         old_plan = netlink.plan(self.s)
@@ -256,6 +276,7 @@ class TranslatorService:
         self.s = new
         self.dp.replace_all(_translator_factory(new))
         log.info("SIGHUP: configuration reloaded (%d EAM entries)", len(new.translator.eam))
+        return True, f"{new.source} applied ({len(new.translator.eam)} EAM entries){note}"
 
     def follow_mtu(self) -> None:
         """Hand a changed TUN MTU to the workers (RFC 7915 §4.2/§5.2 clamps)."""
@@ -294,6 +315,8 @@ class TranslatorService:
     # -- stop ----------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")
@@ -315,9 +338,9 @@ class TranslatorService:
         log.info("cleaned up")
 
 
-def serve_forever(s: Settings, plat: bool, replace: bool) -> int:
+def serve_forever(s: Settings, plat: bool, replace: bool, control_path: str | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS | _WORKER_SIGNALS)
-    svc = TranslatorService(s, plat, replace)
+    svc = TranslatorService(s, plat, replace, control_path)
     try:
         svc.start()
         svc.run()
