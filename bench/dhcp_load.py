@@ -177,6 +177,7 @@ subnet = "198.51.100.0/24"
 pool = ["198.51.100.10-198.51.100.250"]
 routers = ["198.51.100.1"]
 lease_time = 3600
+relays = ["198.51.100.2"]
 [dhcp4]
 lease_db = "{dir}/leases.sqlite"
 """

@@ -222,7 +222,7 @@ def test_pool_exhaustion_and_expiry_on_virtual_clock() -> None:
         assert r is not None and r.message.message_type == MessageType.ACK
     assert srv.handle(msg(MessageType.DISCOVER, mac=MAC2), 10.0, "lan0") is None
     assert srv.stats.ignored["pool exhausted"] == 1
-    assert srv.pool_usage(10.0)["lan0"] == (3, 0)
+    assert srv.pool_usage(10.0)["lan0"] == (3, 0, 0, 0)
     r = srv.handle(msg(MessageType.DISCOVER, mac=MAC2), 601.0, "lan0")  # leases expired
     assert r is not None and r.message.yiaddr != b"\0\0\0\0"
 
@@ -321,13 +321,14 @@ def test_relayed_request_goes_back_to_the_relay_with_option82_echoed() -> None:
             (int(ipaddress.IPv4Address("203.0.113.10")), int(ipaddress.IPv4Address("203.0.113.20")))
         ],
         interface=None,
+        relays=[ipaddress.IPv4Address("203.0.113.1")],
     )
-    srv = Dhcp4Server([subnet(), relayed], LeaseTable(MemoryStore()))
+    srv = Dhcp4Server([subnet(), relayed], LeaseTable(MemoryStore()), served={"lan0", "uplink"})
     ra = build_suboptions({1: b"sw3:ge0/7", 2: b"RubyKaigi 2025"})
     m = Message.from_wire(msg(MessageType.DISCOVER, relay_agent=ra))
     m.giaddr = ip("203.0.113.1")
     m.hops = 1
-    r = srv.handle(m.to_wire(), 0.0, "uplink")
+    r = srv.handle(m.to_wire(), 0.0, "uplink", "203.0.113.1")
     assert r is not None
     assert (r.address, r.port, r.broadcast) == ("203.0.113.1", 67, False)
     assert r.message.yiaddr == ip("203.0.113.10")
@@ -403,16 +404,19 @@ def _relayed(circuit: bytes, prl: bytes = bytes([108]), mac: bytes = MAC) -> byt
     m = Message.from_wire(
         msg(MessageType.DISCOVER, prl=prl, mac=mac, relay_agent=build_suboptions({1: circuit}))
     )
-    m.giaddr = ip("198.51.100.1")
+    m.giaddr = RELAY.packed
     return m.to_wire()
 
 
+RELAY = ipaddress.IPv4Address("198.51.100.2")
+
+
 def test_class_on_option82_split_forces_108_on_where_subnet_is_off() -> None:
-    srv = server(policy=V6OnlyPolicy([SEED_SSID]), v6only=False)
-    r = srv.handle(_relayed(b"sw1:ge0/1:RubyKaigi 2025"), 0.0, None)
+    srv = server(policy=V6OnlyPolicy([SEED_SSID]), v6only=False, relays=[RELAY])
+    r = srv.handle(_relayed(b"sw1:ge0/1:RubyKaigi 2025"), 0.0, "lan0", str(RELAY))
     assert r is not None and Opt.V6ONLY_PREFERRED in r.message.options
     assert srv.last_decision == "class venue"
-    r = srv.handle(_relayed(b"sw1:ge0/1:RubyKaigi 2025-legacy", mac=MAC2), 0.0, None)
+    r = srv.handle(_relayed(b"sw1:ge0/1:RubyKaigi 2025-legacy", mac=MAC2), 0.0, "lan0", str(RELAY))
     assert r is not None and Opt.V6ONLY_PREFERRED not in r.message.options
 
 

@@ -10,6 +10,22 @@ Replies go where RFC 2131 §4.1 says: to the relay (giaddr) on port 67; to
 server does not write ARP entries, so "unicast to chaddr/yiaddr" becomes the
 broadcast RFC 2131 §4.1 allows when unicast is not possible). A NAK to a
 client on the link is always broadcast.
+
+Who is served (issue 10, "the router under attack"); every message turned away
+is counted in ``Stats.dropped`` by reason, and none is answered:
+
+* only messages received on a served interface (the site file's interfaces);
+  the adapter says where a datagram arrived (``IP_PKTINFO``);
+* a relayed message (giaddr set) only when giaddr *and* the datagram's source
+  are relay agents listed for a subnet (``relays``; RFC 3046 §2.1 and
+  RFC 6607: option 82 is only as trustworthy as the relay that added it);
+* option 82 in a message a client sent itself (giaddr 0) is removed before
+  anything looks at it (client classes, the echo in the reply) and counted;
+* per client: a message rate, and a limit on honoured DECLINEs
+  (``limits.py``); offers are held ``offer_hold_time`` seconds;
+* a free address is found in O(log n) (``pool.py``), so a full pool costs no
+  more per DISCOVER than an empty one; each DISCOVER turned away for want of
+  an address is counted per subnet (``Stats.exhausted``).
 """
 
 from __future__ import annotations
@@ -17,8 +33,10 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .leases import BOUND, DECLINED, OFFERED, Lease, LeaseTable
+from .limits import ClientLimits, DeclineLimiter, RateLimiter
 from .message import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -33,8 +51,8 @@ from .message import (
     u32,
 )
 from .policy import MIN_V6ONLY_WAIT, V6OnlyPolicy
+from .pool import FreePool
 
-OFFER_HOLD = 30.0  # seconds an offered address stays reserved for the client
 BROADCAST = "255.255.255.255"
 SERVER_PORT = 67
 CLIENT_PORT = 68
@@ -58,10 +76,12 @@ class Subnet:
     decline_hold: int = 3600
     #: reservations: MAC bytes or b"cid:"+client-id -> address int
     reservations: dict[bytes, int] = field(default_factory=dict)
-    cursor: int = 0
+    #: relay agents trusted for this subnet (giaddr and datagram source)
+    relays: list[ipaddress.IPv4Address] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reserved = set(self.reservations.values())
+        self.relay_set = {int(r) for r in self.relays}
         self.size = sum(b - a + 1 for a, b in self.pools)
         # Option values, encoded once (the reply path only copies them).
         self.opt_lease = (
@@ -102,22 +122,90 @@ class Stats:
     acks_v6only: int = 0
     malformed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
+    #: messages turned away before being decided, by reason (label-safe names)
+    dropped: Counter[str] = field(default_factory=Counter)
+    #: option 82 sent by a client itself (giaddr 0): removed, not honoured
+    option82_ignored: int = 0
+    #: DISCOVERs left unanswered because the subnet's pool was full, per subnet
+    exhausted: Counter[str] = field(default_factory=Counter)
+    #: per-client drop reason -> the MAC of the last client dropped for it (for the log)
+    last_client: dict[str, str] = field(default_factory=dict)
+
+
+class PoolUsage(NamedTuple):
+    """One subnet's addresses now: bound, offered (held for a REQUEST), declined, free."""
+
+    bound: int
+    offered: int
+    declined: int
+    free: int
+
+
+#: Stats.dropped reasons
+DROP_INTERFACE = "interface_not_served"
+DROP_RELAY = "relay_not_trusted"
+DROP_RELAY_SOURCE = "relay_source_not_trusted"
+DROP_RATE = "client_rate"
+DROP_DECLINE = "decline_limit"
+DROP_DECLINED_CLIENT = "client_over_decline_limit"
 
 
 class Dhcp4Server:
     def __init__(
-        self, subnets: list[Subnet], table: LeaseTable, policy: V6OnlyPolicy | None = None
+        self,
+        subnets: list[Subnet],
+        table: LeaseTable,
+        policy: V6OnlyPolicy | None = None,
+        limits: ClientLimits | None = None,
+        served: set[str] | None = None,
     ) -> None:
+        """``served``: the interfaces messages are accepted on (default: the
+        subnets' own interfaces); relayed messages must arrive on one too."""
         self.subnets = subnets
         self.table = table
         self.policy = policy or V6OnlyPolicy()
+        self.limits = limits or ClientLimits()
         self.stats = Stats()
         self.by_interface = {s.interface: s for s in subnets if s.interface}
+        self.served = set(served) if served is not None else set(self.by_interface)
+        self.by_relay: dict[int, Subnet] = {}
+        for s in subnets:
+            for r in s.relay_set:
+                if r not in self.by_relay or s.contains(r):
+                    self.by_relay[r] = s
+        self.pools = {s.name: FreePool(s.pools, s.reserved, self._held) for s in subnets}
+        lim = self.limits
+        self.rate = RateLimiter(lim.client_rate, lim.client_burst, lim.max_clients)
+        self.declines = DeclineLimiter(lim.max_declines, lim.decline_window, lim.max_clients)
         self.last_decision = ""
+
+    def adopt(self, old: Dhcp4Server) -> None:
+        """Take over the counters and per-client state of the server this one replaces
+        (a configuration reload: the lease table is shared already)."""
+        self.stats = old.stats
+        if (old.limits.client_rate, old.limits.client_burst) == (
+            self.limits.client_rate,
+            self.limits.client_burst,
+        ):
+            self.rate = old.rate
+        if (old.limits.max_declines, old.limits.decline_window) == (
+            self.limits.max_declines,
+            self.limits.decline_window,
+        ):
+            self.declines = old.declines
+
+    def _held(self, a: int) -> float | None:
+        lease = self.table.at(a)
+        return lease.expires if lease is not None else None
 
     # -- entry point -------------------------------------------------------------------
 
-    def handle(self, data: bytes, now: float, interface: str | None) -> Reply | None:
+    def handle(
+        self, data: bytes, now: float, interface: str | None, source: str | None = None
+    ) -> Reply | None:
+        """One datagram received on ``interface`` from IPv4 address ``source``."""
+        if interface is None or interface not in self.served:
+            return self._drop(DROP_INTERFACE)
         try:
             msg = Message.from_wire(data)
             if msg.op != BOOTREQUEST:
@@ -128,12 +216,25 @@ class Dhcp4Server:
             name = _MTYPE_NAMES.get(mtype)
             if name is None:
                 return self._ignore(f"message type {mtype}")
+            if msg.giaddr != ZERO4:
+                sn = self.by_relay.get(int.from_bytes(msg.giaddr, "big"))
+                if sn is None:
+                    return self._drop(DROP_RELAY)
+                if _aton(source) not in sn.relay_set:
+                    return self._drop(DROP_RELAY_SOURCE)
+                if Opt.RELAY_AGENT in msg.options:
+                    msg.relay_agent()  # validates option 82 (raises DhcpError)
+            else:
+                if msg.options.pop(Opt.RELAY_AGENT, None) is not None:
+                    # RFC 3046 §2.1: option 82 is the relay agent's; a client's own is
+                    # not trusted (no class match, no echo).
+                    self.stats.option82_ignored += 1
+                sn = self.by_interface.get(interface)
+                if sn is None:
+                    return self._ignore("no subnet for the link")
+            if not self.rate.allow(msg.client_key, now):
+                return self._drop(DROP_RATE, msg)
             self.stats.requests[name] += 1
-            sn = self._subnet(msg, interface)
-            if sn is None:
-                return self._ignore("no subnet for the link or relay")
-            if Opt.RELAY_AGENT in msg.options:
-                msg.relay_agent()  # validates option 82 (raises DhcpError)
             return self._dispatch(msg, MessageType(mtype), sn, now, interface)
         except DhcpError:
             self.stats.malformed += 1
@@ -143,14 +244,21 @@ class Dhcp4Server:
         self.stats.ignored[why] += 1
         return None
 
-    def _subnet(self, msg: Message, interface: str | None) -> Subnet | None:
-        if msg.giaddr != ZERO4:
-            g = int.from_bytes(msg.giaddr, "big")
-            for s in self.subnets:
-                if s.contains(g) or g == int(s.network.network_address):
-                    return s
-            return None
-        return self.by_interface.get(interface) if interface else None
+    def _drop(self, reason: str, msg: Message | None = None) -> Reply | None:
+        self.stats.dropped[reason] += 1
+        if msg is not None:
+            self.stats.last_client[reason] = msg.mac_text
+        return None
+
+    # -- the lease table and the free pools change together ---------------------------
+
+    def _put(self, sn: Subnet, lease: Lease, persist: bool) -> None:
+        self.table.put(lease, persist=persist)
+        self.pools[sn.name].leased(lease.address, lease.expires)
+
+    def _remove(self, sn: Subnet, a: int, persist: bool = True) -> None:
+        self.table.remove(a, persist=persist)
+        self.pools[sn.name].freed(a)
 
     def _dispatch(
         self, msg: Message, mtype: MessageType, sn: Subnet, now: float, iface: str | None
@@ -187,7 +295,7 @@ class Dhcp4Server:
         # The client gives up IPv4 here: an address it held is free again.
         old = self.table.of_client(sn.name, msg.client_key)
         if old is not None:
-            self.table.remove(old.address)
+            self._remove(sn, old.address)
         return self._send(msg, r, iface, nak=False)
 
     # -- message types -----------------------------------------------------------------
@@ -198,14 +306,17 @@ class Dhcp4Server:
             self.stats.replies["OFFER"] += 1
             return self._v6only_reply(msg, sn, MessageType.OFFER, iface)
         key = msg.client_key
+        if self.declines.blocked(key, now):
+            return self._drop(DROP_DECLINED_CLIENT, msg)
         a = self._allocate(msg, sn, key, now)
         if a is None:
+            self.stats.exhausted[sn.name] += 1
             return self._ignore("pool exhausted")
         held = self.table.at(a)
         if held is None or held.client_key != key or held.state != BOUND:
-            self.table.put(
-                Lease(a, key, msg.mac_text, sn.name, now + OFFER_HOLD, OFFERED, _hostname(msg)),
-                persist=False,
+            hold = now + self.limits.offer_hold_time
+            self._put(
+                sn, Lease(a, key, msg.mac_text, sn.name, hold, OFFERED, _hostname(msg)), False
             )
         r = self._base(msg, sn, MessageType.OFFER)
         r.yiaddr = a.to_bytes(4, "big")
@@ -224,10 +335,12 @@ class Dhcp4Server:
             if sid != sn.server_address.packed:
                 lease = self.table.of_client(sn.name, key)
                 if lease is not None and lease.state == OFFERED:
-                    self.table.remove(lease.address, persist=False)
+                    self._remove(sn, lease.address, persist=False)
                 return self._ignore("client chose another server")
             if self._v6only(msg, sn):
                 return self._v6only_ack(msg, sn, iface)
+            if self.declines.blocked(key, now):
+                return self._drop(DROP_DECLINED_CLIENT, msg)
             if req is None:
                 return self._nak(msg, sn, iface, "no requested address")
             a = int.from_bytes(req, "big")
@@ -276,10 +389,14 @@ class Dhcp4Server:
         return self._v6only_reply(msg, sn, MessageType.ACK, iface)
 
     def _ack(self, msg: Message, sn: Subnet, a: int, now: float, iface: str | None) -> Reply:
+        old = self.table.of_client(sn.name, msg.client_key)
+        if old is not None and old.address != a:
+            # the client moved to another address: its old one is free again
+            self._remove(sn, old.address, persist=old.state != OFFERED)
         lease = Lease(
             a, msg.client_key, msg.mac_text, sn.name, now + sn.lease_time, BOUND, _hostname(msg)
         )
-        self.table.put(lease, persist=True)  # on disk before the client hears of it
+        self._put(sn, lease, persist=True)  # on disk before the client hears of it
         r = self._base(msg, sn, MessageType.ACK)
         r.yiaddr = a.to_bytes(4, "big")
         r.ciaddr = msg.ciaddr
@@ -303,10 +420,12 @@ class Dhcp4Server:
         lease = self.table.at(a)
         if lease is None or lease.client_key != msg.client_key:
             return self._ignore("DECLINE of an address not leased to the client")
+        if not self.declines.allow(msg.client_key, now):
+            # not honoured: the address stays the client's, no other is burned
+            return self._drop(DROP_DECLINE, msg)
         # RFC 2131 §4.3.3: mark the address as not available (an address conflict).
-        self.table.put(
-            Lease(a, b"declined", lease.mac, sn.name, now + sn.decline_hold, DECLINED),
-            persist=True,
+        self._put(
+            sn, Lease(a, b"declined", lease.mac, sn.name, now + sn.decline_hold, DECLINED), True
         )
         return None
 
@@ -315,7 +434,7 @@ class Dhcp4Server:
         lease = self.table.at(a)
         if lease is None or lease.client_key != msg.client_key:
             return self._ignore("RELEASE of an address not leased to the client")
-        self.table.remove(a)
+        self._remove(sn, a)
         return None
 
     def _inform(self, msg: Message, sn: Subnet, iface: str | None) -> Reply:
@@ -394,23 +513,22 @@ class Dhcp4Server:
             a = int.from_bytes(req, "big")
             if sn.in_pool(a) and a not in sn.reserved and table.is_free(a, now, key):
                 return a
-        # Next free address after the cursor (amortised O(1) while the pool is not full).
-        flat = sn.size
-        for step in range(flat):
-            i = (sn.cursor + step) % flat
-            a = _nth(sn.pools, i)
-            if a not in sn.reserved and table.is_free(a, now):
-                sn.cursor = i + 1
-                return a
-        return None
+        # The least recently used free address: O(log n), full pool or not (pool.py).
+        return self.pools[sn.name].take(now, table.is_free)
 
-    def pool_usage(self, now: float) -> dict[str, tuple[int, int]]:
-        """Per subnet: (leases in use, addresses free)."""
-        out = {}
-        for s in self.subnets:
-            used = self.table.count(s.name, now)
-            out[s.name] = (used, max(0, s.size - used))
-        return out
+    def pool_usage(self, now: float) -> dict[str, PoolUsage]:
+        """Per subnet: addresses bound, offered, declined and free (one pass over the table)."""
+        counts = {s.name: [0, 0, 0] for s in self.subnets}
+        slot = {BOUND: 0, OFFERED: 1, DECLINED: 2}
+        for lease in self.table.by_addr.values():
+            c = counts.get(lease.subnet)
+            if c is not None and lease.expires > now:
+                c[slot.get(lease.state, 0)] += 1
+        return {
+            s.name: PoolUsage(b, o, d, max(0, s.size - b - o - d))
+            for s in self.subnets
+            for b, o, d in (counts[s.name],)
+        }
 
 
 _MTYPE_BYTES = {t: bytes([t]) for t in MessageType}
@@ -421,13 +539,25 @@ def _ntoa(b: bytes) -> str:
     return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
 
 
-def _nth(pools: list[tuple[int, int]], i: int) -> int:
-    for lo, hi in pools:
-        n = hi - lo + 1
-        if i < n:
-            return lo + i
-        i -= n
-    raise IndexError(i)
+def _aton(text: str | None) -> int | None:
+    """A dotted-quad source address as an int (``None`` if it is not one); cached, since
+    relayed messages come from a few relay agents."""
+    if text is None:
+        return None
+    v = _SOURCES.get(text, -1)
+    if v != -1:
+        return v
+    try:
+        v = int(ipaddress.IPv4Address(text))
+    except ValueError:
+        v = None
+    if len(_SOURCES) >= 4096:
+        _SOURCES.clear()
+    _SOURCES[text] = v
+    return v
+
+
+_SOURCES: dict[str, int | None] = {}
 
 
 def _hostname(msg: Message) -> str:

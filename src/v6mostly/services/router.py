@@ -22,7 +22,7 @@ from ..dhcp4.server import Dhcp4Server
 from ..dns.responder import Responder
 from ..errors import V6mostlyError
 from ..site_config import SiteConfig, load_site
-from .router_dhcp import Dhcp4Service, interface_ipv4, make_subnet
+from .router_dhcp import Dhcp4Service, interface_ipv4, make_limits, make_subnet
 from .router_dns import DnsService
 from .router_metrics import RouterCollector
 from .router_ra import RaService
@@ -61,7 +61,13 @@ class Router:
             except Exception as e:
                 raise V6mostlyError(f"lease database {cfg.lease_db}: {e}") from None
             self.table = LeaseTable(self.store)
-        return Dhcp4Server(subnets, self.table, V6OnlyPolicy(cfg.classes))
+        served = {ic.name for ic in cfg.interfaces}
+        srv = Dhcp4Server(
+            subnets, self.table, V6OnlyPolicy(cfg.classes), make_limits(cfg.dhcp4_limits), served
+        )
+        if self.dhcp is not None:
+            srv.adopt(self.dhcp.server)  # SIGHUP: counters and per-client limits go on
+        return srv
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,8 +99,21 @@ class Router:
                 dns64=d.dns64,
                 rate=d.rate,
                 burst=d.burst,
+                prefix_rate=d.prefix_rate,
+                prefix_burst=d.prefix_burst,
+                max_udp_size=d.max_udp_size,
+                chaos_version=d.chaos_version,
+                chaos_id=d.chaos_id,
             )
-            self.dns = DnsService(resp, d.listen, d.port, d.upstream)
+            self.dns = DnsService(
+                resp,
+                d.listen,
+                d.port,
+                d.upstream,
+                d.tcp_max_connections,
+                d.tcp_max_per_client,
+                d.tcp_idle_timeout,
+            )
             try:
                 await self.dns.open()
             except OSError as e:
@@ -131,8 +150,7 @@ class Router:
         if self.ra is not None:
             self.ra.update(new.interfaces, new.pref64)
         if self.dns is not None and new.dns is not None:
-            self.dns.responder.pref64 = [new.pref64]
-            self.dns.responder.__post_init__()
+            self.dns.responder.set_pref64([new.pref64])
         self.cfg = new
         log.info("SIGHUP: configuration reloaded")
 

@@ -49,16 +49,54 @@ class RouterCollector(Collector):
             for k, v in st.ignored.items():
                 c.add_metric([k], v)
             yield c
+            c = CounterMetricFamily(
+                "v6mostly_dhcp4_dropped",
+                "Messages dropped before being decided (interface not served, relay not "
+                "trusted, per-client rate, DECLINE limit)",
+                labels=["reason"],
+            )
+            for k, v in st.dropped.items():
+                c.add_metric([k], v)
+            yield c
+            yield CounterMetricFamily(
+                "v6mostly_dhcp4_option82_ignored",
+                "Option 82 sent by a client itself (giaddr 0): removed, not honoured",
+                value=st.option82_ignored,
+            )
+            c = CounterMetricFamily(
+                "v6mostly_dhcp4_pool_exhausted",
+                "DISCOVERs unanswered for want of a free address",
+                labels=["subnet"],
+            )
+            for sub in r.dhcp.server.subnets:
+                c.add_metric([sub.name], st.exhausted.get(sub.name, 0))
+            yield c
             used = GaugeMetricFamily(
-                "v6mostly_dhcp4_leases_in_use", "Leases in use", labels=["subnet"]
+                "v6mostly_dhcp4_leases_in_use", "Leases bound", labels=["subnet"]
+            )
+            offered = GaugeMetricFamily(
+                "v6mostly_dhcp4_addresses_offered",
+                "Addresses offered and held for a REQUEST",
+                labels=["subnet"],
+            )
+            declined = GaugeMetricFamily(
+                "v6mostly_dhcp4_addresses_declined",
+                "Addresses declined by clients and held back",
+                labels=["subnet"],
             )
             free = GaugeMetricFamily(
-                "v6mostly_dhcp4_addresses_free", "Pool addresses free", labels=["subnet"]
+                "v6mostly_dhcp4_addresses_free",
+                "Pool addresses neither bound, offered nor declined",
+                labels=["subnet"],
             )
-            for name, (u, f) in r.dhcp.server.pool_usage(time.time()).items():
-                used.add_metric([name], u)
-                free.add_metric([name], f)
+            for name, u in r.dhcp.server.pool_usage(time.time()).items():
+                used.add_metric([name], u.bound)
+                offered.add_metric([name], u.offered)
+                declined.add_metric([name], u.declined)
+                free.add_metric([name], u.free)
             yield used
+            yield offered
+            yield declined
             yield free
         if r.ra is not None and r.ra.ifs:
             s = CounterMetricFamily(
@@ -67,11 +105,19 @@ class RouterCollector(Collector):
             q = CounterMetricFamily(
                 "v6mostly_ra_solicits", "Router Solicitations received", labels=["interface"]
             )
+            bad = CounterMetricFamily(
+                "v6mostly_ra_solicits_invalid",
+                "Router Solicitations discarded (RFC 4861 §6.1.1)",
+                labels=["interface", "reason"],
+            )
             for rif in r.ra.ifs.values():
                 s.add_metric([rif.name], rif.sent)
                 q.add_metric([rif.name], rif.solicits)
+                for why, n in list(rif.invalid.items()):
+                    bad.add_metric([rif.name, why], n)
             yield s
             yield q
+            yield bad
         if r.dns is not None:
             c = CounterMetricFamily(
                 "v6mostly_dns_queries", "DNS queries by outcome", labels=["outcome"]
