@@ -6,26 +6,14 @@ logged, and a valid one still is answered."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import require_root, wait_for
-from tests.integration.test_router import Site, _cleanup, make_site
+from tests.integration.lab_helpers import wait_for
+from tests.integration.test_router import Site
+from tests.integration.test_router import site as site
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rsite(tmp_path: Path) -> Iterator[Site]:
-    require_root()
-    s = make_site(tmp_path)
-    try:
-        s.start_router()
-        yield s
-    finally:
-        _cleanup(s)
 
 
 SEND = """
@@ -52,33 +40,35 @@ sendp(p, iface="eth0", count=int(sys.argv[3]), inter=0.01, verbose=0)
 """
 
 
-def _lladdr(site: Site) -> str:
-    out = site.run(site.cl, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
+def _lladdr(s: Site) -> str:
+    out = s.run(s.cl, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
     return out.stdout.split("inet6 ")[1].split("/")[0]
 
 
-def _send(site: Site, kind: str, ll: str, count: int) -> None:
-    site.run(site.cl, sys.executable, "-c", SEND, kind, ll, str(count), timeout=60)
+def _send(s: Site, kind: str, ll: str, count: int) -> None:
+    s.run(s.cl, sys.executable, "-c", SEND, kind, ll, str(count), timeout=60)
 
 
-def test_invalid_router_solicitations_are_discarded_and_counted(rsite: Site) -> None:
-    assert wait_for(lambda: "v6mostly_ra_solicits" in str(rsite.metrics()), 10)
-    ll = _lladdr(rsite)
-    before = rsite.metrics().get('v6mostly_ra_solicits_total{interface="lan0"}', 0.0)
+def test_invalid_router_solicitations_are_discarded_and_counted(site: Site) -> None:
+    assert wait_for(lambda: "v6mostly_ra_solicits" in str(site.metrics()), 10)
+    ll = _lladdr(site)
+    before = site.metrics().get('v6mostly_ra_solicits_total{interface="lan0"}', 0.0)
     for kind in ("hop_limit", "slla_from_unspecified", "code", "options"):
-        _send(rsite, kind, ll, 5)
-    assert wait_for(lambda: "invalid Router Solicitation" in rsite.log(), 5), rsite.log()
-    m = rsite.metrics()
+        _send(site, kind, ll, 5)
+    assert wait_for(lambda: "invalid Router Solicitation" in site.log(), 5), site.log()
+    m = site.metrics()
     assert m.get('v6mostly_ra_solicits_total{interface="lan0"}', 0.0) == before, m
     for kind in ("hop_limit", "slla_from_unspecified", "code", "options"):
         key = f'v6mostly_ra_solicits_invalid_total{{interface="lan0",reason="{kind}"}}'
         assert m.get(key) == 5.0, (key, {k: v for k, v in m.items() if "ra_" in k})
-    assert "(hop_limit, RFC 4861 §6.1.1)" in rsite.log()
+    assert "(hop_limit, RFC 4861 §6.1.1)" in site.log()
     # The log is rate limited: 20 invalid solicitations, at most 3 lines (1st, 10th, ...).
-    assert rsite.log().count("invalid Router Solicitation") <= 3
+    assert site.log().count("invalid Router Solicitation") <= 3
     # A valid one (hop limit 255, SLLA from a link-local source) is still taken.
-    _send(rsite, "valid", ll, 1)
+    _send(site, "valid", ll, 1)
     assert wait_for(
-        lambda: rsite.metrics().get('v6mostly_ra_solicits_total{interface="lan0"}', 0.0) == before + 1,
+        lambda: (
+            site.metrics().get('v6mostly_ra_solicits_total{interface="lan0"}', 0.0) == before + 1
+        ),
         5,
-    ), rsite.metrics()
+    ), site.metrics()
