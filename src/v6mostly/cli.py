@@ -281,7 +281,8 @@ def cmd_router(args: argparse.Namespace) -> int:
     from .services import router, router_text
     from .site_config import load_site
 
-    cfg = load_site(args.config)
+    # Only a DHCPv4 server opens the lease database: its directory must exist then.
+    cfg = load_site(args.config, check_lease_db=args.cmd in ("router", "dhcp4"))
     only = router.SERVICES if args.cmd == "router" else (args.cmd,)
     if args.dry_run:
         print(router_text.dry_run_text(cfg))

@@ -46,6 +46,7 @@ Example (``v6mostly plat``)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -131,8 +132,7 @@ class _Reader:
         return f"{self.source}: [{self.section}] {key}"
 
     def fail(self, key: str, value: object, rule: str) -> ConfigError:
-        v = f'"{value}"' if isinstance(value, str) else repr(value)
-        return ConfigError(f"{self.where(key)} = {v}: {rule}")
+        return ConfigError(f"{self.where(key)} = {toml_text(value)}: {rule}")
 
     def get(self, key: str, kind: type, default: Any) -> Any:
         self.used.add(key)
@@ -160,7 +160,32 @@ class _Reader:
     def finish(self) -> None:
         extra = sorted(set(self.table) - self.used)
         if extra:
-            raise ConfigError(f"{self.where(extra[0])}: unknown key")
+            k = extra[0]
+            close = difflib.get_close_matches(k, sorted(self.used), 1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            raise self.fail(k, self.table[k], "unknown key" + hint)
+
+
+def inline_keys(r: _Reader, key: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """An inline table (``key = { ... }``, or one in a list) has only ``allowed`` keys."""
+    for k in table:
+        if k not in allowed:
+            raise r.fail(f"{key}.{k}", table[k], f"unknown key (expected {', '.join(allowed)})")
+
+
+def toml_text(value: object) -> str:
+    """A value as the file wrote it (TOML), for error messages."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + " }"
+    return str(value)
 
 
 def _kind_name(kind: type) -> str:
@@ -170,6 +195,8 @@ def _kind_name(kind: type) -> str:
 
 
 def _address(r: _Reader, key: str, text: Any, version: int) -> str:
+    if not isinstance(text, str):
+        raise r.fail(key, text, f"expected an IPv{version} address")
     try:
         a = ipaddress.ip_address(text)
     except ValueError:
@@ -180,6 +207,8 @@ def _address(r: _Reader, key: str, text: Any, version: int) -> str:
 
 
 def _network(r: _Reader, key: str, text: Any, version: int) -> str:
+    if not isinstance(text, str):
+        raise r.fail(key, text, f"expected an IPv{version} prefix string (ADDR/LEN)")
     try:
         n = ipaddress.ip_network(text)
     except ValueError:
@@ -220,6 +249,8 @@ def parse_translator(r: _Reader) -> TranslatorConfig:
     eam: list[tuple[str, str]] = []
     for i, item in enumerate(r.get("eam", list, [])):
         k = f"eam[{i}]"
+        if isinstance(item, dict):
+            inline_keys(r, k, item, ("ipv6", "ipv4"))
         if not isinstance(item, dict) or set(item) != {"ipv6", "ipv4"}:
             raise r.fail(k, item, 'expected { ipv6 = "PREFIX", ipv4 = "PREFIX" }')
         eam.append(
@@ -278,7 +309,9 @@ def parse_tun(r: _Reader) -> TunSettings:
     return t
 
 
-def _outer(r: _Reader, key: str, item: Any) -> Outer:
+def _outer(r: _Reader, key: str, item: Any, allowed: tuple[str, ...] = ("ipv6", "ipv4")) -> Outer:
+    if isinstance(item, dict):
+        inline_keys(r, key, item, allowed)
     if not isinstance(item, dict) or not {"ipv6", "ipv4"} <= set(item):
         raise r.fail(key, item, 'expected { ipv6 = "ADDR", ipv4 = "ADDR" }')
     return Outer(
@@ -308,7 +341,7 @@ def parse_napt66(r: _Reader) -> Napt66Settings:
         if not isinstance(dests, list) or not dests:
             raise r.fail("private_egress.destinations", dests, "expected a list of IPv4 prefixes")
         private = PrivateEgress(
-            _outer(r, "private_egress", pe),
+            _outer(r, "private_egress", pe, ("ipv6", "ipv4", "destinations")),
             [
                 ipaddress.IPv4Network(_network(r, f"private_egress.destinations[{i}]", d, 4))
                 for i, d in enumerate(dests)
@@ -348,6 +381,23 @@ def check_outer_mapping(source: str, s: Napt66Settings, t: TranslatorConfig) -> 
                 f'{source}: [napt66] outer[{i}] = {{ ipv6 = "{o.ipv6}", ipv4 = "{o.ipv4}" }}: '
                 f"the translator maps {o.ipv6} to {shown}; add an [translator] eam entry "
                 f'{{ ipv6 = "{o.ipv6}/128", ipv4 = "{o.ipv4}/32" }}'
+            )
+
+
+def check_inside(source: str, s: Napt66Settings, t: TranslatorConfig) -> None:
+    """Client prefixes and the Pref64 are disjoint: an address in the Pref64 is an
+    IPv4 destination (RFC 6052 §2.2), never a client."""
+    if t.pool6 is None:
+        return
+    pool6 = ipaddress.IPv6Network(t.pool6)
+    r = _Reader(source, "napt66", {})
+    for i, n in enumerate(s.inside):
+        if n.overlaps(pool6):
+            raise r.fail(
+                f"inside[{i}]",
+                str(n),
+                f"overlaps the Pref64 (pool6 {pool6}): addresses in it are translated IPv4 "
+                "destinations (RFC 6052 §2.2), not clients",
             )
 
 
@@ -395,7 +445,7 @@ def load(path: str, plat: bool) -> Settings:
 
         here = os.path.dirname(os.path.abspath(path))
         spath = site if os.path.isabs(site) else os.path.join(here, site)
-        pref = str(load_site(spath).pref64)
+        pref = str(load_site(spath, check_lease_db=False).pref64)
         tr_table = data.setdefault("translator", {})
         if isinstance(tr_table, dict):
             if "pool6" in tr_table and str(tr_table["pool6"]) != pref:
@@ -413,6 +463,7 @@ def load(path: str, plat: bool) -> Settings:
     translator = parse_translator(tr)
     napt = parse_napt66(_section(path, data, "napt66")) if plat else None
     if napt is not None:
+        check_inside(path, napt, translator)
         check_outer_mapping(path, napt, translator)
         check_private_egress(path, napt, translator)
         check_reachable_host(path, napt, translator)

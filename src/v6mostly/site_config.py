@@ -42,16 +42,29 @@ One file describes the site; the Pref64 is written once, in ``[site]``, and a
 
     [metrics]
     listen = "127.0.0.1:9466"
+
+Validation happens here, once, so ``--dry-run`` (the systemd pre-start check)
+catches what would otherwise surface at run time; each mistake is one
+``ConfigError`` line naming file, section, key, value and rule: unknown keys at
+every level (inline tables too), names where addresses belong, domain names
+that are not (RFC 1035 §2.3.4), pools holding the router's or server's own
+address or overlapping another pool, a subnet described twice, classes that
+match everyone, share a name or name a missing subnet, SLAAC prefixes that are
+not /64, and a lease database whose directory does not exist.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import dns.exception
+import dns.name
+
 from .addr.rfc6052 import parse_prefix, validate_pref64
-from .config import _network, _Reader, _section, parse_metrics, read_toml
+from .config import _network, _Reader, _section, inline_keys, parse_metrics, read_toml
 from .dhcp4.policy import MIN_V6ONLY_WAIT, ClientClass, TextMatch
 from .errors import AddressError, ConfigError
 from .ra.options import PLC_OF_LENGTH, PREF, PREF64_MAX_LIFETIME
@@ -163,14 +176,18 @@ def _list(r: _Reader, key: str, kind: type, default: list[Any] | None = None) ->
     return list(v)
 
 
-def _v4addr(r: _Reader, key: str, text: str) -> ipaddress.IPv4Address:
+def _v4addr(r: _Reader, key: str, text: Any) -> ipaddress.IPv4Address:
+    if not isinstance(text, str):
+        raise r.fail(key, text, "expected an IPv4 address")
     try:
         return ipaddress.IPv4Address(text)
     except ValueError:
         raise r.fail(key, text, "expected an IPv4 address") from None
 
 
-def _mac(r: _Reader, key: str, text: str) -> bytes:
+def _mac(r: _Reader, key: str, text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise r.fail(key, text, 'expected a MAC address like "02:00:00:00:00:01"')
     try:
         b = bytes.fromhex(text.replace(":", "").replace("-", ""))
     except ValueError:
@@ -178,6 +195,27 @@ def _mac(r: _Reader, key: str, text: str) -> bytes:
     if not 1 <= len(b) <= 16:
         raise r.fail(key, text, "expected 1-16 bytes")
     return b
+
+
+def domain_name(r: _Reader, key: str, text: str) -> str:
+    """A domain name as DHCPv4 option 15/119 (RFC 3397) and the RA DNSSL (RFC 8106
+    §5.2) carry it: labels of 1-63 octets, at most 255 octets in all (RFC 1035 §2.3.4)."""
+    rule = "expected a domain name"
+    if "\\" in text:
+        raise r.fail(key, text, f"{rule}: escapes are not supported")
+    try:
+        n = dns.name.from_text(text)
+    except dns.name.EmptyLabel:
+        raise r.fail(key, text, f"{rule}: empty label (RFC 1035 §3.1)") from None
+    except dns.name.LabelTooLong:
+        raise r.fail(key, text, f"{rule}: a label is over 63 octets (RFC 1035 §2.3.4)") from None
+    except dns.name.NameTooLong:
+        raise r.fail(key, text, f"{rule}: over 255 octets (RFC 1035 §2.3.4)") from None
+    except dns.exception.DNSException as e:
+        raise r.fail(key, text, f"{rule}: {e}") from None
+    if n == dns.name.root:
+        raise r.fail(key, text, f"{rule}: the root alone is not a search domain")
+    return text
 
 
 def parse_pref64(r: _Reader, key: str, text: Any) -> ipaddress.IPv6Network:
@@ -198,7 +236,12 @@ def parse_dhcp4(r: _Reader, name: str, interface: str | None) -> Dhcp4Subnet:
     if subnet_text is None:
         raise r.fail("subnet", "", 'required: the IPv4 subnet, e.g. "192.0.2.0/24"')
     subnet = ipaddress.IPv4Network(_network(r, "subnet", subnet_text, 4))
-    pools = []
+    routers = [_v4addr(r, f"routers[{i}]", x) for i, x in enumerate(_list(r, "routers", str))]
+    server = r.get("server_address", str, None)
+    own = [(a, "routers") for a in routers]
+    if server is not None:
+        own.append((_v4addr(r, "server_address", server), "server_address"))
+    pools: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]] = []
     for i, p in enumerate(_list(r, "pool", str)):
         lo_t, sep, hi_t = p.partition("-")
         if not sep:
@@ -206,39 +249,52 @@ def parse_dhcp4(r: _Reader, name: str, interface: str | None) -> Dhcp4Subnet:
         lo, hi = _v4addr(r, f"pool[{i}]", lo_t.strip()), _v4addr(r, f"pool[{i}]", hi_t.strip())
         if not (lo in subnet and hi in subnet and lo <= hi):
             raise r.fail(f"pool[{i}]", p, f"expected a range inside {subnet}, first <= last")
+        for a, whose in own:
+            if lo <= a <= hi:
+                raise r.fail(
+                    f"pool[{i}]",
+                    p,
+                    f"contains {a}, the {'router' if whose == 'routers' else 'server'}'s own "
+                    f"address ({whose}): it would be leased to a client",
+                )
+        for j, (lo2, hi2) in enumerate(pools):
+            if lo <= hi2 and lo2 <= hi:
+                raise r.fail(f"pool[{i}]", p, f"overlaps pool[{j}] {lo2}-{hi2}")
         pools.append((lo, hi))
     rs: dict[bytes, ipaddress.IPv4Address] = {}
     for i, item in enumerate(r.get("reservations", list, [])):
         k = f"reservations[{i}]"
+        if isinstance(item, dict):
+            inline_keys(r, k, item, ("mac", "client_id", "address"))
         if (
             not isinstance(item, dict)
             or "address" not in item
             or not ({"mac", "client_id"} & set(item))
         ):
             raise r.fail(k, item, '{ mac = "..." or client_id = "hex", address = "..." }')
-        a = _v4addr(r, k, item["address"])
+        a = _v4addr(r, k + ".address", item["address"])
         if a not in subnet:
-            raise r.fail(k, item["address"], f"expected an address in {subnet}")
+            raise r.fail(k + ".address", item["address"], f"expected an address in {subnet}")
         if "mac" in item:
-            rs[_mac(r, k, item["mac"])] = a
+            rs[_mac(r, k + ".mac", item["mac"])] = a
         else:
-            rs[b"cid:" + _mac(r, k, item["client_id"])] = a
+            rs[b"cid:" + _mac(r, k + ".client_id", item["client_id"])] = a
     wait = r.integer("v6only_wait", 1800, 0, 0xFFFFFFFF)
     if wait < MIN_V6ONLY_WAIT:
         raise r.fail(
             "v6only_wait", wait, f"RFC 8925 §3.4: at least MIN_V6ONLY_WAIT ({MIN_V6ONLY_WAIT} s)"
         )
-    server = r.get("server_address", str, None)
-    if server is not None:
-        _v4addr(r, "server_address", server)
+    domain = r.get("domain", str, "")
+    if domain:
+        domain_name(r, "domain", domain)
     s = Dhcp4Subnet(
         name=name,
         subnet=subnet,
         pools=pools,
-        routers=[str(_v4addr(r, "routers", x)) for x in _list(r, "routers", str)],
-        dns=[str(_v4addr(r, "dns", x)) for x in _list(r, "dns", str)],
-        domain=r.get("domain", str, ""),
-        search=_list(r, "search", str),
+        routers=[str(a) for a in routers],
+        dns=[str(_v4addr(r, f"dns[{i}]", x)) for i, x in enumerate(_list(r, "dns", str))],
+        domain=domain,
+        search=[domain_name(r, f"search[{i}]", x) for i, x in enumerate(_list(r, "search", str))],
         lease_time=r.integer("lease_time", 3600, 60, 0xFFFFFFFE),
         v6only=r.get("v6only", bool, False),
         v6only_wait=wait,
@@ -246,7 +302,7 @@ def parse_dhcp4(r: _Reader, name: str, interface: str | None) -> Dhcp4Subnet:
         server_address=server,
         reservations=rs,
         interface=interface,
-        relays=[_v4addr(r, "relays", x) for x in _list(r, "relays", str)],
+        relays=[_v4addr(r, f"relays[{i}]", x) for i, x in enumerate(_list(r, "relays", str))],
     )
     if interface is None and not s.relays:
         raise r.fail(
@@ -263,10 +319,16 @@ def _text_match(r: _Reader, key: str, v: Any) -> TextMatch | None:
         return None
     if isinstance(v, str):
         return TextMatch(equals=v)
-    if not isinstance(v, dict) or not set(v) <= {"equals", "contains", "prefix", "split"}:
+    kinds = ("equals", "contains", "prefix", "split")
+    if isinstance(v, dict):
+        inline_keys(r, key, v, kinds)
+    if not isinstance(v, dict) or not v:
         raise r.fail(
             key, v, '"TEXT" or { equals | contains | prefix = "TEXT", split = [SEP, INDEX, VALUE] }'
         )
+    for k in kinds[:3]:
+        if k in v and not isinstance(v[k], str):
+            raise r.fail(f"{key}.{k}", v[k], "expected a string")
     split = v.get("split")
     if split is not None and not (
         isinstance(split, list)
@@ -299,12 +361,21 @@ def parse_class(r: _Reader) -> ClientClass:
         circuit_id=_text_match(r, "circuit_id", r.get("circuit_id", object, None)),
         remote_id=_text_match(r, "remote_id", r.get("remote_id", object, None)),
         vendor_class=_text_match(r, "vendor_class", r.get("vendor_class", object, None)),
-        mac_prefixes=tuple(_mac(r, "mac_prefix", m) for m in _list(r, "mac_prefix", str)),
+        mac_prefixes=tuple(
+            _mac(r, f"mac_prefix[{i}]", m) for i, m in enumerate(_list(r, "mac_prefix", str))
+        ),
         subnets=tuple(_list(r, "subnets", str)),
         v6only=v6only,
         rollout_percent=r.integer("rollout_percent", 100, 0, 100),
     )
     r.finish()
+    if not (c.circuit_id or c.remote_id or c.vendor_class or c.mac_prefixes or c.subnets):
+        raise r.fail(
+            "name",
+            name,
+            "no match criteria (circuit_id, remote_id, vendor_class, mac_prefix or subnets): "
+            "the class would match every client",
+        )
     return c
 
 
@@ -338,13 +409,16 @@ def parse_interface(source: str, i: int, t: Any, pref64_lifetime: int) -> Interf
         other=r.get("other", bool, False),
         mtu=r.integer("mtu", 0, 0, 65535),
         prefixes=[
-            ipaddress.IPv6Network(_network(r, "prefixes", p, 6)) for p in _list(r, "prefixes", str)
+            _slaac_prefix(r, f"prefixes[{i}]", p) for i, p in enumerate(_list(r, "prefixes", str))
         ],
         routes=[
             ipaddress.IPv6Network(_network(r, "routes", p, 6)) for p in _list(r, "routes", str)
         ],
-        rdnss=[ipaddress.IPv6Address(_v6(r, "rdnss", a)) for a in _list(r, "rdnss", str)],
-        dnssl=_list(r, "dnssl", str),
+        rdnss=[
+            ipaddress.IPv6Address(_v6(r, f"rdnss[{i}]", a))
+            for i, a in enumerate(_list(r, "rdnss", str))
+        ],
+        dnssl=[domain_name(r, f"dnssl[{i}]", x) for i, x in enumerate(_list(r, "dnssl", str))],
         pref64_lifetime=life,
         advertise_pref64=r.get("advertise_pref64", bool, True),
     )
@@ -357,6 +431,15 @@ def parse_interface(source: str, i: int, t: Any, pref64_lifetime: int) -> Interf
     return ic
 
 
+def _slaac_prefix(r: _Reader, key: str, text: str) -> ipaddress.IPv6Network:
+    net = ipaddress.IPv6Network(_network(r, key, text, 6))
+    if net.prefixlen != 64:
+        raise r.fail(
+            key, text, "a SLAAC prefix is a /64 (RFC 4862 §5.5.3 with the 64-bit IIDs of RFC 4291)"
+        )
+    return net
+
+
 def _v6(r: _Reader, key: str, text: str) -> str:
     try:
         return str(ipaddress.IPv6Address(text))
@@ -364,7 +447,10 @@ def _v6(r: _Reader, key: str, text: str) -> str:
         raise r.fail(key, text, "expected an IPv6 address") from None
 
 
-def load_site(path: str) -> SiteConfig:
+def load_site(path: str, check_lease_db: bool = True) -> SiteConfig:
+    """Read and validate a site file. ``check_lease_db``: the router will open the
+    lease database, so its directory must exist (a PLAT reading only the Pref64
+    passes False)."""
     data = read_toml(path)
     known = {"site", "interface", "relayed", "class", "dhcp4", "dns", "metrics"}
     for k in data:
@@ -385,16 +471,21 @@ def load_site(path: str) -> SiteConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: [[interface]]: an interface is listed twice")
     relayed = []
-    for i, t in enumerate(data.get("relayed", [])):
+    for i, t in enumerate(_tables(path, data, "relayed")):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise ConfigError(f'{path}: [[relayed]] #{i + 1}: needs name = "NAME"')
         r = _Reader(path, f'relayed "{t["name"]}"', t)
         r.get("name", str, "")
         relayed.append(parse_dhcp4(r, t["name"], None))
-    classes = [
-        parse_class(_Reader(path, f"class #{i + 1}", t))
-        for i, t in enumerate(data.get("class", []))
-    ]
+    subnets = [(f'interface "{ic.name}" dhcp4', ic.dhcp4) for ic in interfaces if ic.dhcp4]
+    subnets += [(f'relayed "{d.name}"', d) for d in relayed]
+    check_subnets(path, subnets)
+    classes = []
+    for i, t in enumerate(_tables(path, data, "class")):
+        if not isinstance(t, dict):
+            raise ConfigError(f"{path}: [[class]] #{i + 1}: expected a table")
+        classes.append(parse_class(_Reader(path, f"class #{i + 1}", t)))
+    check_classes(path, classes, [d.name for _, d in subnets])
     d = _section(path, data, "dhcp4")
     lease_db = d.get("lease_db", str, "/var/lib/v6mostly/leases.sqlite")
     sync = d.get("sync", str, "normal")
@@ -408,6 +499,15 @@ def load_site(path: str) -> SiteConfig:
         decline_window=float(d.integer("decline_window", 3600, 1, 86400 * 7)),
     )
     d.finish()
+    if check_lease_db and subnets:
+        where = os.path.dirname(lease_db) or "."
+        if not os.path.isdir(where):
+            raise d.fail(
+                "lease_db",
+                lease_db,
+                f"directory {where} does not exist (the router does not create it; "
+                "systemd: StateDirectory=v6mostly)",
+            )
     dns_cfg = None
     if "dns" in data:
         r = _section(path, data, "dns")
@@ -426,7 +526,9 @@ def load_site(path: str) -> SiteConfig:
             except ValueError:
                 raise r.fail("upstream", up, "expected an IP address") from None
         dns_cfg = DnsConfig(
-            listen=[str(ipaddress.ip_address(x)) for x in _list(r, "listen", str)],
+            listen=[
+                _listen_address(r, f"listen[{i}]", x) for i, x in enumerate(_list(r, "listen", str))
+            ],
             port=r.integer("port", 53, 1, 65535),
             allow=allow,
             upstream=up,
@@ -449,3 +551,60 @@ def load_site(path: str) -> SiteConfig:
     return SiteConfig(
         path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen, limits
     )
+
+
+def _tables(path: str, data: dict[str, Any], name: str) -> list[Any]:
+    v = data.get(name, [])
+    if not isinstance(v, list):
+        raise ConfigError(f"{path}: [{name}]: expected [[{name}]] tables")
+    return v
+
+
+def _listen_address(r: _Reader, key: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise r.fail(
+            key, text, "expected an IPv4 or IPv6 address to listen on (not an interface name)"
+        ) from None
+
+
+def check_subnets(path: str, subnets: list[tuple[str, Dhcp4Subnet]]) -> None:
+    """Each subnet is described once, under its own name, and no address is in two
+    pools: two subnets handing out one address would lease it twice."""
+    for j, (sec, d) in enumerate(subnets):
+        r = _Reader(path, sec, {})
+        for sec2, d2 in subnets[:j]:
+            if d.name == d2.name:
+                raise r.fail(
+                    "name", d.name, f"[{sec2}] has this name; [[class]] subnets name one subnet"
+                )
+            if d.subnet == d2.subnet:
+                raise r.fail(
+                    "subnet", str(d.subnet), f"already served by [{sec2}]; describe a subnet once"
+                )
+            for i, (lo, hi) in enumerate(d.pools):
+                for k, (lo2, hi2) in enumerate(d2.pools):
+                    if lo <= hi2 and lo2 <= hi:
+                        raise r.fail(
+                            f"pool[{i}]",
+                            f"{lo}-{hi}",
+                            f"overlaps pool[{k}] {lo2}-{hi2} of [{sec2}]",
+                        )
+
+
+def check_classes(path: str, classes: list[ClientClass], subnet_names: list[str]) -> None:
+    """Class names are unique and name only subnets that exist."""
+    for j, c in enumerate(classes):
+        r = _Reader(path, f"class #{j + 1}", {})
+        for k, c2 in enumerate(classes[:j]):
+            if c.name == c2.name:
+                raise r.fail("name", c.name, f"class #{k + 1} has this name; names are unique")
+        for i, sn in enumerate(c.subnets):
+            if sn not in subnet_names:
+                known = ", ".join(subnet_names) or "none"
+                raise r.fail(
+                    f"subnets[{i}]",
+                    sn,
+                    f"no such subnet (the subnets, by interface or [[relayed]] name: {known})",
+                )

@@ -111,7 +111,10 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     s = load_clat(str(f))
     assert (s.interface, s.tun, str(s.pref64)) == ("wlan0", "clat0", "64:ff9b::/96")
     f.write_text('[clat]\ninterface = "wlan0"\nprefix64 = "64:ff9b::/96"\n')
-    with pytest.raises(ConfigError, match=r"clat.toml: \[clat\] prefix64: unknown key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"clat.toml: \[clat\] prefix64 = \"64:ff9b::/96\": unknown key \(did you mean \"pref64\"\?\)",
+    ):
         load_clat(str(f))
     f.write_text('[clat]\ninterface = "wlan0"\npref64 = "64:ff9b::/64"\n')
     with pytest.raises(ConfigError, match=r"\[clat\] pref64 = \"64:ff9b::/64\": .*RFC 6052"):

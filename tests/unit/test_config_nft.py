@@ -61,7 +61,7 @@ def test_lab_config_loads(tmp_path: Path) -> None:
             ('listen = "127.0.0.1:9464"', 'listen = "localhost"'),
             '[metrics] listen = "localhost": expected "ADDRESS:PORT"',
         ),
-        (("txqueuelen = 10000", "txqueuelen = 10000\ncolour = 1"), "[tun] colour: unknown key"),
+        (("txqueuelen = 10000", "txqueuelen = 10000\ncolour = 1"), "[tun] colour = 1: unknown key"),
         (
             ('eam = [{ ipv6 = "2001:db8:46::1/128", ipv4 = "198.51.100.1/32" }]', "eam = []"),
             "outer[0]",
@@ -245,8 +245,10 @@ def test_private_egress_through_wkp_is_refused(tmp_path: Path) -> None:
         load(write(tmp_path, text), plat=True)
 
 
-def test_site_example_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
-    path = Path(__file__).parents[2] / "contrib" / "examples" / "site.toml"
+def test_site_example_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).parents[2] / "contrib" / "examples" / "site.toml").read_text()
+    path = tmp_path / "site.toml"  # the lease database's directory must exist
+    path.write_text(text.replace("/var/lib/v6mostly/", f"{tmp_path}/"))
     assert main(["router", "--config", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "PREF64 64:ff9b::/96 lifetime 1800 s (scaled 225)" in out

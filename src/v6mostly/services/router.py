@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 from ..dhcp4.leases import LeaseTable, MemoryStore, SqliteStore
@@ -53,9 +52,7 @@ class Router:
             return None
         subnets = [make_subnet(d, interface_ipv4) for d in subs]
         if self.table is None:
-            d = os.path.dirname(cfg.lease_db)
-            if d:
-                os.makedirs(d, exist_ok=True)
+            # load_site checked that the directory exists (it is never created silently).
             try:
                 self.store = SqliteStore(cfg.lease_db, cfg.lease_sync)
             except Exception as e:
@@ -139,7 +136,7 @@ class Router:
 
     def reload(self) -> None:
         try:
-            new = load_site(self.cfg.source)
+            new = load_site(self.cfg.source, check_lease_db="dhcp4" in self.only)
             server = self.build_dhcp(new) if "dhcp4" in self.only else None
         except V6mostlyError as e:
             log.error("SIGHUP: keeping the running configuration: %s", e)

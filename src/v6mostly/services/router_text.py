@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..dhcp4.policy import ClientClass, TextMatch
 from ..site_config import Dhcp4Subnet, SiteConfig
 from .router_ra import make_ra
 
@@ -35,9 +36,10 @@ def dry_run_text(cfg: SiteConfig) -> str:
     for d in cfg.relayed:
         out.append(f"relayed subnet {d.name} (giaddr in {d.subnet}):")
         out += _dhcp_lines(d)
+    if cfg.classes:
+        out.append("classes (in order; the first that matches and sets v6only decides 108):")
     for c in cfg.classes:
-        what = {True: "option 108 on", False: "option 108 off", None: "no 108 decision"}[c.v6only]
-        out.append(f"class {c.name}: {what}, rollout {c.rollout_percent}%")
+        out += _class_lines(c)
     if cfg.dns:
         dc = cfg.dns
         out.append(
@@ -48,6 +50,42 @@ def dry_run_text(cfg: SiteConfig) -> str:
     if cfg.metrics_listen:
         out.append(f"metrics: http://{cfg.metrics_listen}/metrics")
     return "\n".join(out)
+
+
+def _class_lines(c: ClientClass) -> list[str]:
+    if c.v6only is None:
+        what = "no 108 decision (the subnet's default applies)"
+    elif c.v6only:
+        what = f"option 108 on, rollout {c.rollout_percent}% (v6only = true; overrides the subnet's default)"
+    else:
+        what = "option 108 off (v6only = false; overrides the subnet's default)"
+    match = []
+    for key, m in (
+        ("circuit_id", c.circuit_id),
+        ("remote_id", c.remote_id),
+        ("vendor_class", c.vendor_class),
+    ):
+        if m is not None:
+            match.append(f"{key} {_text_match(m)}")
+    if c.mac_prefixes:
+        match.append("mac_prefix " + " or ".join(p.hex(":") for p in c.mac_prefixes))
+    if c.subnets:
+        match.append("subnet " + " or ".join(c.subnets))
+    return [f"class {c.name}: {what}", f"    when {' and '.join(match)}"]
+
+
+def _text_match(m: TextMatch) -> str:
+    parts = []
+    if m.equals is not None:
+        parts.append(f'== "{m.equals}"')
+    if m.contains is not None:
+        parts.append(f'contains "{m.contains}"')
+    if m.prefix is not None:
+        parts.append(f'starts with "{m.prefix}"')
+    if m.split is not None:
+        sep, index, value = m.split
+        parts.append(f'split("{sep}")[{index}] == "{value}"')
+    return " and ".join(parts)
 
 
 def _dhcp_lines(d: Dhcp4Subnet) -> list[str]:
