@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo demo-site test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
+.PHONY: demo demo-site split-png test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 DEBS := tshark:tshark ip:iproute2 nft:nftables ping:iputils-ping tracepath:iputils-tracepath \
         curl:curl traceroute:traceroute iperf3:iperf3 ethtool:ethtool dnsmasq:dnsmasq-base \
         conntrack:conntrack dig:bind9-dnsutils tayga:tayga sysctl:procps \
-        dhcpcd:dhcpcd-base dhclient:isc-dhcp-client busybox:busybox kea-dhcp4:kea-dhcp4-server
+        dhcpcd:dhcpcd-base dhclient:isc-dhcp-client busybox:busybox kea-dhcp4:kea-dhcp4-server \
+        prometheus:prometheus promtool:prometheus
 debs:
 	@missing=""; for cp in $(DEBS); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -32,6 +33,14 @@ demo: $(STAMP) debs
 	$(BIN)/v6mostly lab demo
 	@echo
 	$(BIN)/v6mostly lab demo --site
+	@$(MAKE) --no-print-directory split-png
+
+# The README's picture of the traffic split, drawn from the Grafana dashboard's own
+# queries against the lab's Prometheus; only with matplotlib (pip install -e '.[plot]').
+split-png: $(STAMP) debs
+	@if $(BIN)/python -c 'import matplotlib' 2>/dev/null; then \
+	  $(BIN)/python tools/split_png.py docs/traffic-split.png; \
+	else echo "(no matplotlib: pip install -e '.[plot]' to draw docs/traffic-split.png)"; fi
 
 demo-site: $(STAMP) debs
 	$(BIN)/v6mostly lab demo --site

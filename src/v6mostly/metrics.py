@@ -8,6 +8,8 @@ restarted (a slot keeps its counts across restarts).
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,7 @@ class DataplaneCollector(Collector):
         self.mode = mode
         self.napt66 = napt66
         self.nft_counters = nft_counters
+        self.port_use = PortUse() if napt66 else None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         st, extra = self.dp.counters.total()
@@ -73,6 +76,8 @@ class DataplaneCollector(Collector):
         yield m
         if self.napt66:
             yield from conntrack_families()
+        if self.port_use is not None:
+            yield from self.port_use.families()
         if self.nft_counters is not None:
             f = CounterMetricFamily(
                 "v6mostly_filter_denied_packets", "Packets the PLAT filter dropped", labels=["rule"]
@@ -111,6 +116,82 @@ def conntrack_families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     ):
         if key in st:
             yield CounterMetricFamily(name, doc, value=st[key])
+
+
+#: One source-NATed entry of ``conntrack -L -o extended``: its protocol, then the reply
+#: tuple (the second ``src=``): destination = the outer address, dport (ICMP: id) = port.
+_CT_REPLY = re.compile(
+    r"^ipv\d +\d+ +(\S+) +\d+ +\d+ +(?:[A-Z_]+ +)?src=\S+ dst=\S+ "
+    r"(?:sport=\d+ dport=\d+|type=\d+ code=\d+ id=\d+) +(?:\[\w+\] +)?"
+    r"src=\S+ dst=(\S+) (?:sport=\d+ dport=(\d+)|type=\d+ code=\d+ id=(\d+))",
+    re.M,
+)
+
+
+def parse_port_use(text: str) -> dict[tuple[str, str], int]:
+    """Distinct outer ports in use per (outer address, protocol), from ``conntrack -L -o
+    extended`` lines of source-NATed connections: the reply tuple's destination is the
+    outer address and its destination port (ICMP: its id) the port the binding took."""
+    ports: dict[tuple[str, str], set[str]] = {}
+    for m in _CT_REPLY.finditer(text):
+        proto, outer, port, ident = m.groups()
+        ports.setdefault((outer, proto), set()).add(port or ident)
+    return {k: len(v) for k, v in ports.items()}
+
+
+class PortUse:
+    """NAPT66 port use per outer address, from a conntrack listing taken in the background.
+
+    Unlike the table's size (``conntrack_families``, O(1)) this needs the entries
+    themselves, so it is never taken on a scrape: a thread runs ``conntrack -L`` (C,
+    in its own process) at most every ``every`` seconds, and a scrape reports the
+    last listing. Nothing is exported before the first one, nor without ``conntrack``.
+    """
+
+    ARGV = ("conntrack", "-L", "-f", "ipv6", "--src-nat", "-o", "extended")
+
+    def __init__(self, every: float = 15.0) -> None:
+        self.every = every
+        self.last: dict[tuple[str, str], int] | None = None
+        self.thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        import subprocess
+
+        try:
+            r = subprocess.run(
+                list(self.ARGV), capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.debug("conntrack listing: %s", e)
+            return
+        if r.returncode == 0:
+            self.last = parse_port_use(r.stdout)
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            t0 = time.monotonic()
+            self.refresh()
+            time.sleep(max(self.every, 4 * (time.monotonic() - t0)))
+
+    def families(self) -> Iterator[GaugeMetricFamily]:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="port-use", daemon=True)
+            self.thread.start()
+        last = self.last
+        if last is None:
+            return
+        g = GaugeMetricFamily(
+            "v6mostly_napt66_ports_in_use",
+            "Outer ports (ICMP: ids) NAPT66 bindings hold, per outer address and protocol "
+            "(from a conntrack listing at most a few seconds old)",
+            labels=["outer", "protocol"],
+        )
+        for (outer, proto), n in sorted(last.items()):
+            g.add_metric([outer, proto], n)
+        yield g
 
 
 def translator_families(st: Stats, extra: dict[str, int]) -> Iterator[CounterMetricFamily]:
@@ -182,6 +263,37 @@ class ClatCollector(Collector):
             "Packets with a 192.0.0.0/29 source dropped on a non-CLAT interface",
             value=self.nft_counters().get("leaked_clat_source", 0),
         )
+
+
+class NftCountersCollector(Collector):
+    """Named counters of one nftables table, packets and bytes, labelled by name.
+
+    For counters a host keeps beside the translator: the lab's site table counts
+    what the router forwards for the LAN per family (native IPv6, native IPv4 through
+    NAT44), the rest of the traffic split next to ``v6mostly_translated_bytes``.
+    ``read`` returns ``{name: (packets, bytes)}`` (``{}`` when the table is gone).
+    """
+
+    def __init__(self, table: str, read: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        self.table = table
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        pk = CounterMetricFamily(
+            "v6mostly_nft_counter_packets",
+            "Packets of an nftables named counter",
+            labels=["table", "counter"],
+        )
+        by = CounterMetricFamily(
+            "v6mostly_nft_counter_bytes",
+            "Bytes of an nftables named counter",
+            labels=["table", "counter"],
+        )
+        for name, (packets, octets) in sorted(self.read().items()):
+            pk.add_metric([self.table, name], packets)
+            by.add_metric([self.table, name], octets)
+        yield pk
+        yield by
 
 
 def parse_exposition(text: str) -> dict[str, float]:

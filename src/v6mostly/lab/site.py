@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 INET6_GW = "2001:db8:2::1"
 INET6_NET = "2001:db8:2::/64"
-CLAT_METRICS = "127.0.0.1:9465"
+#: on every address: the lab's Prometheus (in the plat node) scrapes it over the LAN
+CLAT_METRICS = "[::]:9465"
 TUN = "nat64"  # the PLAT's TUN (plat_config)
 
 #: dhcpcd.conf of each client that runs DHCPv4 (IPv6 is left to the kernel's SLAAC).
