@@ -288,7 +288,7 @@ def cmd_router(args: argparse.Namespace) -> int:
         print(router_text.dry_run_text(cfg))
         return 0
     _setup_logging(args.verbose)
-    return router.serve_forever(cfg, only)
+    return router.serve_forever(cfg, only, args.control_socket)
 
 
 def cmd_clat(args: argparse.Namespace) -> int:
@@ -433,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     cl.set_defaults(func=cmd_clat)
 
+    from .control import default_path
+
     for name, text in (
         ("router", "DHCPv4 (option 108), RAs (PREF64) and ipv4only.arpa DNS, from one site config"),
         ("dhcp4", "only the DHCPv4 server of the site config"),
@@ -443,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--config", required=True, help="site TOML file")
         rp.add_argument("--dry-run", action="store_true", help="print what would be served, exit")
         rp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        rp.add_argument(
+            "--control-socket",
+            default=default_path(name),
+            metavar="PATH",
+            help=f"for v6mostly ctl (default {default_path(name)}; '' = none)",
+        )
         rp.set_defaults(func=cmd_router)
 
     from .ctl import add_parser as add_ctl_parser

@@ -1,8 +1,8 @@
 """``v6mostly ctl``: ask the running daemons over their control sockets.
 
-``ctl [--socket PATH] status|stats [--explain]|sessions [--client ADDR]|reload [--json]``.
-Without ``--socket``, every ``*.sock`` in /run/v6mostly is asked (status, stats,
-reload) or the PLAT's (sessions).
+``ctl [--socket PATH] status|stats [--explain]|sessions [--client ADDR]|leases [--v6only]|
+reload [--json]``. Without ``--socket``, every ``*.sock`` in /run/v6mostly is asked (status,
+stats, reload), the PLAT's (sessions) or the router's (leases).
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def add_parser(sub: Any) -> None:
     se = cs.add_parser("sessions", help="NAPT66 bindings (PLAT)")
     se.add_argument("--client", help="only this client's IPv6 address")
     se.add_argument("--limit", type=int, default=1000, help="at most this many rows")
+    le = cs.add_parser("leases", help="DHCPv4 leases (router)")
+    le.add_argument(
+        "--v6only", action="store_true", help="the clients' option-108 decisions and why"
+    )
     cs.add_parser("reload", help="re-read the configuration (as SIGHUP) and say what happened")
     p.set_defaults(func=cmd_ctl)
 
@@ -43,9 +47,10 @@ def _sockets(args: argparse.Namespace) -> list[str]:
     found = sorted(glob.glob(os.path.join(RUN_DIR, "*.sock")))
     if not found:
         raise V6mostlyError(f"no control socket in {RUN_DIR} (no daemon running?)")
-    if args.ctl == "sessions":
-        plat = [p for p in found if os.path.basename(p) == "plat.sock"]
-        return plat or found
+    for cmd, own in (("sessions", "plat.sock"), ("leases", "router.sock")):
+        if args.ctl == cmd:
+            mine = [p for p in found if os.path.basename(p) == own]
+            return mine or found
     return found
 
 
@@ -53,6 +58,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     req: dict[str, Any] = {}
     if args.ctl == "stats":
         req["explain"] = args.explain
+    if args.ctl == "leases":
+        req["v6only"] = args.v6only
     if args.ctl == "sessions":
         req["limit"] = args.limit
         if args.client:
@@ -109,6 +116,23 @@ def render(args: argparse.Namespace, path: str, a: dict[str, Any]) -> str:
             lines.append(
                 f"  {s['proto']:<6} [{s['client']}]:{s['client_port']} -> {dst}{dport}"
                 f"  as [{s['outer']}]:{s['outer_port']}  expires in {s['expires_in']} s"
+            )
+        return "\n".join(lines)
+    if args.ctl == "leases":
+        if "clients" in a:
+            lines = [f"{name}: {len(a['clients'])} client(s) asked for option 108"]
+            for c in a["clients"]:
+                told = "IPv6-only" if c["told_ipv6_only"] else "not IPv6-only"
+                lines.append(
+                    f"  {c['mac']}  {c['subnet']:<10} {told:<14} {c['seconds_ago']:>8} s ago"
+                    f"  ({c['why']})"
+                )
+            return "\n".join(lines)
+        lines = [f"{name}: {len(a['leases'])} lease(s)"]
+        for x in a["leases"]:
+            lines.append(
+                f"  {x['address']:<15} {x['mac']}  {x['subnet']:<10} {x['state']:<8}"
+                f" expires in {x['expires_in']} s  {x['hostname']}"
             )
         return "\n".join(lines)
     # reload

@@ -12,6 +12,7 @@ files are never touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -111,6 +112,8 @@ class Site:
                 "router",
                 "--config",
                 str(self.dir / "site.toml"),
+                "--control-socket",
+                str(self.dir / "router.sock"),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -309,11 +312,44 @@ def test_opt_out_class_client_asking_for_108_gets_a_lease(tmp_path: Path) -> Non
             assert wait_for(lambda: "leased 198.51.100." in s.out("dhcpcd"), 20), s.out("dhcpcd")
             assert "IPv6-Only Preferred" not in s.out("dhcpcd")
             assert "198.51.100." in s.run(s.cl, "ip", "-4", "addr").stdout
+            _ctl_checks(s)
         finally:
             p.terminate()
             p.wait(10)
     finally:
         _cleanup(s)
+
+
+def _ctl(s: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    sock = str(s.dir / "router.sock")
+    argv = [sys.executable, "-m", "v6mostly", "ctl", "--socket", sock, *args]
+    return s.run(s.rtr, *argv, check=False)
+
+
+def _ctl_checks(s: Site) -> None:
+    """`v6mostly ctl` against the running router: who has which lease, why a client
+    was not told IPv6-only, counters, and a reload naming what needs a restart."""
+    st = json.loads(_ctl(s, "--json", "status").stdout)[str(s.dir / "router.sock")]
+    assert st["daemon"] == "router" and st["pref64"] == "2001:db8:64::/96"
+    assert st["interfaces"] == ["lan0"] and st["leases"] == 1
+    out = _ctl(s, "leases").stdout
+    assert "router: 1 lease(s)" in out and "02:00:5e:00:00:01  lan0" in out, out
+    out = _ctl(s, "leases", "--v6only").stdout
+    assert "02:00:5e:00:00:01  lan0       not IPv6-only" in out, out
+    assert "(class legacy-lab: v6only off)" in out
+    out = _ctl(s, "stats", "--all").stdout
+    assert "dhcp4_requests_DISCOVER" in out and "dns_ipv4only" in out, out
+    r = _ctl(s, "reload")
+    assert r.returncode == 0 and "router: reloaded: " in r.stdout and "applied" in r.stdout
+    conf = s.dir / "site.toml"
+    conf.write_text(
+        conf.read_text().replace('allow = ["2001:db8:1::/64"', 'allow = ["2001:db8:1::/60"')
+    )
+    r = _ctl(s, "reload")
+    assert r.returncode == 0 and "needs a restart: [dns]" in r.stdout, r.stdout
+    conf.write_text(conf.read_text().replace("[dns]", "[dns]\nbogus = 1"))
+    r = _ctl(s, "reload")
+    assert r.returncode == 1 and "NOT reloaded: keeping the running configuration" in r.stdout
 
 
 def test_ra_pref64_decoded_by_tshark_and_slaac_default_route(site: Site) -> None:

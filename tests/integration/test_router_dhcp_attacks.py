@@ -142,6 +142,7 @@ class Lab:
             [
                 *("ip", "netns", "exec", self.ns("rtr"), sys.executable, "-m", "v6mostly"),
                 *("router", "--config", str(self.dir / "site.toml")),
+                *("--control-socket", str(self.dir / "router.sock")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -367,7 +367,8 @@ def start_router(site: Site, nofile: int | None = None) -> None:
     runs = site.log().count("router running") if (site.dir / "router.log").exists() else 0
     log = (site.dir / "router.log").open("ab")
     pre = ["prlimit", f"--nofile={nofile}:{nofile}"] if nofile else []
-    argv = [sys.executable, "-m", "v6mostly", "router", "--config", str(site.dir / "site.toml")]
+    argv = [sys.executable, "-m", "v6mostly", "router", "--config", str(site.dir / "site.toml"),
+            "--control-socket", str(site.dir / "router.sock")]  # fmt: skip
     site.router = subprocess.Popen(
         ["ip", "netns", "exec", site.rtr, *pre, *argv],
         stdout=log,

@@ -101,3 +101,27 @@ def test_reload_waits_for_the_main_loop(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(sent) == 1
     monkeypatch.setattr(control_handlers.os, "kill", lambda pid, sig: None)
     assert rs.request(timeout=0.1)["message"] == "no answer from the main loop in 0 s"
+
+
+def test_router_reload_names_what_needs_a_restart(tmp_path: Path) -> None:
+    from v6mostly.services.router import needs_restart
+    from v6mostly.site_config import load_site
+
+    base = (
+        '[site]\npref64 = "64:ff9b::/96"\n[[interface]]\nname = "lan0"\n'
+        '[dns]\nlisten = ["2001:db8:1::1"]\nallow = ["2001:db8:1::/64"]\n'
+    )
+    f = tmp_path / "site.toml"
+    f.write_text(base)
+    a = load_site(str(f))
+    f.write_text(
+        base.replace('allow = ["2001:db8:1::/64"]', 'allow = ["2001:db8:1::/60"]').replace(
+            "[dns]", '[[interface]]\nname = "lan1"\n[dns]'
+        )
+    )
+    b = load_site(str(f))
+    assert needs_restart(a, a) == []
+    assert needs_restart(a, b) == [
+        "interfaces ['lan0'] -> ['lan0', 'lan1']",
+        "[dns] (ACL, upstream, listeners, limits)",
+    ]

@@ -367,6 +367,21 @@ def test_option108_offer_has_no_address_and_no_lease() -> None:
     assert r is not None and Opt.AUTO_CONFIGURE not in r.message.options
 
 
+def test_option108_decisions_are_remembered_per_client_with_the_reason() -> None:
+    """For `ctl leases --v6only`: the last decision per client, when and why, bounded."""
+    srv = server(v6only=True, v6only_wait=1800)
+    srv.handle(msg(MessageType.DISCOVER, prl=bytes([1, 3, 6])), 5.0, "lan0")
+    srv.handle(msg(MessageType.DISCOVER, prl=bytes([108]), mac=MAC2), 7.0, "lan0")
+    d = list(srv.decisions.values())
+    assert [(x.time, x.v6only, x.why) for x in d] == [
+        (5.0, False, "client did not request option 108"),
+        (7.0, True, "subnet lan0"),
+    ]
+    assert d[1].mac == "02:00:00:00:00:02" and d[1].subnet == "lan0"
+    srv.handle(msg(MessageType.DISCOVER, prl=bytes([108])), 9.0, "lan0")  # MAC again
+    assert [x.mac for x in srv.decisions.values()] == ["02:00:00:00:00:02", "02:00:00:00:00:01"]
+
+
 def test_v6only_wait_never_below_min() -> None:
     srv = server(v6only=True, v6only_wait=60)
     r = srv.handle(msg(MessageType.DISCOVER, prl=bytes([108])), 0.0, "lan0")

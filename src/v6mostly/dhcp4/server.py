@@ -31,7 +31,7 @@ is counted in ``Stats.dropped`` by reason, and none is answered:
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -150,6 +150,20 @@ DROP_DECLINE = "decline_limit"
 DROP_DECLINED_CLIENT = "client_over_decline_limit"
 
 
+#: Option-108 decisions remembered (one per client, the oldest forgotten first).
+MAX_DECISIONS = 65536
+
+
+class V6onlyDecision(NamedTuple):
+    """Whether a client was told IPv6-only (RFC 8925), when, and the policy's reason."""
+
+    time: float
+    mac: str
+    subnet: str
+    v6only: bool
+    why: str
+
+
 class Dhcp4Server:
     def __init__(
         self,
@@ -178,11 +192,15 @@ class Dhcp4Server:
         self.rate = RateLimiter(lim.client_rate, lim.client_burst, lim.max_clients)
         self.declines = DeclineLimiter(lim.max_declines, lim.decline_window, lim.max_clients)
         self.last_decision = ""
+        #: The last option-108 decision per client (``ctl leases --v6only``), bounded.
+        self.decisions: OrderedDict[bytes, V6onlyDecision] = OrderedDict()
+        self._now = 0.0
 
     def adopt(self, old: Dhcp4Server) -> None:
         """Take over the counters and per-client state of the server this one replaces
         (a configuration reload: the lease table is shared already)."""
         self.stats = old.stats
+        self.decisions = old.decisions
         if (old.limits.client_rate, old.limits.client_burst) == (
             self.limits.client_rate,
             self.limits.client_burst,
@@ -204,6 +222,7 @@ class Dhcp4Server:
         self, data: bytes, now: float, interface: str | None, source: str | None = None
     ) -> Reply | None:
         """One datagram received on ``interface`` from IPv4 address ``source``."""
+        self._now = now
         if interface is None or interface not in self.served:
             return self._drop(DROP_INTERFACE)
         try:
@@ -280,6 +299,11 @@ class Dhcp4Server:
     def _v6only(self, msg: Message, sn: Subnet) -> bool:
         on, why = self.policy.decide(msg, sn.name, sn.v6only, sn.v6only_rollout)
         self.last_decision = why
+        d = self.decisions
+        d.pop(msg.client_key, None)
+        d[msg.client_key] = V6onlyDecision(self._now, msg.mac_text, sn.name, on, why)
+        if len(d) > MAX_DECISIONS:
+            d.popitem(last=False)
         return on
 
     def _v6only_reply(

@@ -314,7 +314,8 @@ class Lab:
         conf = self.path("site.toml")
         with open(conf, "w") as f:
             f.write(self.site_config())
-        self.spawn("plat", "router", [sys.executable, "-m", "v6mostly", "router", "--config", conf])
+        argv = ["router", "--config", conf, "--control-socket", self.path("router.sock")]
+        self.spawn("plat", "router", [sys.executable, "-m", "v6mostly", *argv])
 
     def plat_config(self, site: str | None = None) -> str:
         """The PLAT's file; with ``site`` the Pref64 comes from the site file (written once)."""

@@ -214,3 +214,91 @@ def clat_handlers(svc: Any) -> dict[str, Handler]:
         return rs.request()
 
     return {"status": status, "stats": stats, "reload": reload}
+
+
+def router_handlers(router: Any) -> dict[str, Handler]:
+    """``ctl`` for the router (``services.router.Router``): status, leases [--v6only],
+    stats, reload."""
+    import ipaddress as ip
+
+    def status(req: dict[str, Any]) -> dict[str, Any]:
+        cfg = router.cfg
+        table = router.table
+        return {
+            "daemon": "router",
+            "pid": os.getpid(),
+            "config": cfg.source,
+            "config_sha256": file_digest(cfg.source),
+            "uptime_s": uptime(router.started),
+            "pref64": str(cfg.pref64),
+            "pref64_source": "[site] pref64",
+            "services": list(router.only),
+            "interfaces": [ic.name for ic in cfg.interfaces],
+            "leases": len(table.by_addr) if table is not None else None,
+        }
+
+    def leases(req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        if req.get("v6only"):
+            if router.dhcp is None:
+                return {"clients": []}
+            rows = [
+                {
+                    "client_id": key.hex(),
+                    "mac": d.mac,
+                    "subnet": d.subnet,
+                    "told_ipv6_only": d.v6only,
+                    "seconds_ago": round(now - d.time, 1),
+                    "why": d.why,
+                }
+                for key, d in reversed(router.dhcp.server.decisions.items())
+            ]
+            return {"clients": rows}
+        table = router.table
+        out = []
+        for a, lease in sorted((table.by_addr if table is not None else {}).items()):
+            out.append(
+                {
+                    "address": str(ip.IPv4Address(a)),
+                    "mac": lease.mac,
+                    "client_id": lease.client_key.hex(),
+                    "subnet": lease.subnet,
+                    "state": lease.state,
+                    "expires_in": round(lease.expires - now),
+                    "hostname": lease.hostname,
+                }
+            )
+        return {"leases": out}
+
+    def stats(req: dict[str, Any]) -> dict[str, Any]:
+        c: dict[str, int] = {}
+        if router.dhcp is not None:
+            st = router.dhcp.server.stats
+            for k, v in st.requests.items():
+                c[f"dhcp4_requests_{k}"] = v
+            for k, v in st.replies.items():
+                c[f"dhcp4_replies_{k}"] = v
+            for k, v in st.dropped.items():
+                c[f"dhcp4_dropped_{k}"] = v
+            for k, v in st.exhausted.items():
+                c[f"dhcp4_pool_exhausted_{k}"] = v
+            c["dhcp4_offers_v6only"] = st.offers_v6only
+            c["dhcp4_acks_v6only"] = st.acks_v6only
+            c["dhcp4_malformed"] = st.malformed
+            c["dhcp4_option82_ignored"] = st.option82_ignored
+        if router.ra is not None:
+            for rif in router.ra.ifs.values():
+                c[f"ra_sent_{rif.name}"] = rif.sent
+                c[f"ra_solicits_{rif.name}"] = rif.solicits
+                for why, n in list(rif.invalid.items()):
+                    c[f"ra_solicits_invalid_{rif.name}_{why}"] = n
+        if router.dns is not None:
+            for k, v in list(router.dns.responder.counts.items()):
+                c[f"dns_{k}"] = v
+        return counters_answer(c, req)
+
+    def reload(req: dict[str, Any]) -> dict[str, Any]:
+        rs: ReloadState = router.reloads
+        return rs.request()
+
+    return {"status": status, "leases": leases, "stats": stats, "reload": reload}

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
+from ..control import ControlError, ControlServer
 from ..dhcp4.leases import LeaseTable, MemoryStore, SqliteStore
 from ..dhcp4.policy import V6OnlyPolicy
 from ..dhcp4.server import Dhcp4Server
 from ..dns.responder import Responder
 from ..errors import V6mostlyError
 from ..site_config import SiteConfig, load_site
+from .control_handlers import ReloadState, router_handlers
 from .router_dhcp import Dhcp4Service, interface_ipv4, make_limits, make_subnet
 from .router_dns import DnsService
 from .router_metrics import RouterCollector
@@ -45,6 +48,9 @@ class Router:
         self.dns: DnsService | None = None
         self.http: object | None = None
         self.store: SqliteStore | MemoryStore | None = None
+        self.started = time.monotonic()
+        self.reloads = ReloadState()
+        self.control: ControlServer | None = None
 
     def build_dhcp(self, cfg: SiteConfig) -> Dhcp4Server | None:
         subs = [ic.dhcp4 for ic in cfg.interfaces if ic.dhcp4] + cfg.relayed
@@ -135,12 +141,18 @@ class Router:
                 ) from None
 
     def reload(self) -> None:
+        ok, message = self._reload()
+        self.reloads.done(ok, message)
+
+    def _reload(self) -> tuple[bool, str]:
+        """Apply the file; (applied, what happened, naming what needs a restart)."""
         try:
             new = load_site(self.cfg.source, check_lease_db="dhcp4" in self.only)
             server = self.build_dhcp(new) if "dhcp4" in self.only else None
         except V6mostlyError as e:
             log.error("SIGHUP: keeping the running configuration: %s", e)
-            return
+            return False, f"keeping the running configuration: {e}"
+        restart = needs_restart(self.cfg, new)
         if self.dhcp is not None and server is not None:
             server.stats = self.dhcp.server.stats
             self.dhcp.server = server
@@ -149,9 +161,15 @@ class Router:
         if self.dns is not None and new.dns is not None:
             self.dns.responder.set_pref64([new.pref64])
         self.cfg = new
+        if restart:
+            log.warning("SIGHUP: applied; not applied until a restart: %s", "; ".join(restart))
+            return True, "applied; needs a restart: " + "; ".join(restart)
         log.info("SIGHUP: configuration reloaded")
+        return True, f"{new.source} applied"
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
         loop = asyncio.get_event_loop()
         if self.ra is not None:
             self.ra.stop(loop)
@@ -168,7 +186,23 @@ class Router:
         log.info("stopped")
 
 
-async def _main(cfg: SiteConfig, only: tuple[str, ...]) -> int:
+def needs_restart(old: SiteConfig, new: SiteConfig) -> list[str]:
+    """What a SIGHUP cannot apply: sockets opened at start (interfaces, DNS listeners
+    and their limits), the metrics endpoint, the lease database."""
+    out = []
+    before, after = [i.name for i in old.interfaces], [i.name for i in new.interfaces]
+    if before != after:
+        out.append(f"interfaces {before} -> {after}")
+    if old.dns != new.dns:
+        out.append("[dns] (ACL, upstream, listeners, limits)")
+    if old.metrics_listen != new.metrics_listen:
+        out.append("[metrics] listen")
+    if (old.lease_db, old.lease_sync) != (new.lease_db, new.lease_sync):
+        out.append("[dhcp4] lease_db / sync")
+    return out
+
+
+async def _main(cfg: SiteConfig, only: tuple[str, ...], control_path: str | None = None) -> int:
     router = Router(cfg, only)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -177,6 +211,11 @@ async def _main(cfg: SiteConfig, only: tuple[str, ...]) -> int:
     loop.add_signal_handler(signal.SIGHUP, router.reload)
     try:
         await router.start()
+        if control_path:
+            try:
+                router.control = ControlServer(control_path, router_handlers(router))
+            except ControlError as e:
+                log.warning("%s: v6mostly ctl cannot reach this instance", e)
         log.info("router running")
         await stop.wait()
     finally:
@@ -184,5 +223,7 @@ async def _main(cfg: SiteConfig, only: tuple[str, ...]) -> int:
     return 0
 
 
-def serve_forever(cfg: SiteConfig, only: tuple[str, ...] = SERVICES) -> int:
-    return asyncio.run(_main(cfg, only))
+def serve_forever(
+    cfg: SiteConfig, only: tuple[str, ...] = SERVICES, control_path: str | None = None
+) -> int:
+    return asyncio.run(_main(cfg, only, control_path))
