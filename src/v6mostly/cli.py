@@ -214,13 +214,21 @@ def add_translator_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--lowest-ipv6-mtu", type=int, default=1280)
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
+    """Logs on stderr: plain lines (under systemd without our timestamp, with the
+    syslog priority prefix journald reads), or one JSON object per line. ``-v``: debug
+    lines and one line per DHCP decision (``v6mostly.dhcp4.decisions``)."""
     import logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s v6mostly %(name)s %(levelname)s: %(message)s",
-        stream=sys.stderr,
+    from .logfmt import formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("v6mostly.dhcp4.decisions").setLevel(
+        logging.INFO if verbose else logging.WARNING
     )
 
 
@@ -265,7 +273,7 @@ def _serve(args: argparse.Namespace, plat: bool) -> int:
     if args.dry_run:
         print(dry_run_text(s, plat=plat))
         return 0
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     return serve_forever(s, plat=plat, replace=args.replace, control_path=args.control_socket)
 
 
@@ -287,7 +295,7 @@ def cmd_router(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(router_text.dry_run_text(cfg))
         return 0
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     return router.serve_forever(cfg, only, args.control_socket)
 
 
@@ -316,7 +324,7 @@ def cmd_clat(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(clat_text.dry_run_text(s))
         return 0
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     return clat.serve_forever(s)
 
 
@@ -339,6 +347,12 @@ def _service_flags(p: argparse.ArgumentParser, daemon: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="v6mostly", description="Tools for an IPv6-mostly network.")
     p.add_argument("--version", action="version", version=f"v6mostly {__version__}")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default; no timestamp of its own under systemd) or one JSON object a line",
+    )
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     pf = sub.add_parser("pref64", help="check or derive a Pref64::/n")

@@ -114,6 +114,7 @@ class Site:
                 str(self.dir / "site.toml"),
                 "--control-socket",
                 str(self.dir / "router.sock"),
+                "-v",  # one log line per DHCP decision
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -243,6 +244,7 @@ def test_dhcpcd_gets_ipv6_only_preferred_and_no_ipv4(site: Site) -> None:
         time.sleep(2)  # give it the time to (wrongly) configure anything
         addrs = site.run(site.cl, "ip", "-4", "addr", "show", "dev", "eth0").stdout
         assert "inet " not in addrs  # no IPv4 address, and no 169.254 IPv4LL either
+        assert "told IPv6-only for 300 s on lan0 (option 108, RFC 8925; subnet lan0)" in site.log()
     finally:
         p.terminate()
         p.wait(10)
@@ -313,6 +315,8 @@ def test_opt_out_class_client_asking_for_108_gets_a_lease(tmp_path: Path) -> Non
             assert "IPv6-Only Preferred" not in s.out("dhcpcd")
             assert "198.51.100." in s.run(s.cl, "ip", "-4", "addr").stdout
             _ctl_checks(s)
+            assert "lease given: 198.51.100." in s.log() and "02:00:5e:00:00:01 on lan0" in s.log()
+            assert "(no option 108: class legacy-lab: v6only off)" in s.log()
         finally:
             p.terminate()
             p.wait(10)

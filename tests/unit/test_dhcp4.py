@@ -382,6 +382,40 @@ def test_option108_decisions_are_remembered_per_client_with_the_reason() -> None
     assert [x.mac for x in srv.decisions.values()] == ["02:00:00:00:00:02", "02:00:00:00:00:01"]
 
 
+def test_each_decision_is_told_in_words_for_the_log() -> None:
+    """``server.event`` (logged at -v by the router): lease given, renewed, released,
+    IPv6-only with the policy's reason; nothing for an OFFER of an address."""
+    srv = server(v6only=True, v6only_wait=1800)
+    r = srv.handle(msg(MessageType.DISCOVER), 0.0, "lan0")
+    assert r is not None and srv.event == ""
+    a = r.message.yiaddr
+    srv.handle(
+        msg(MessageType.REQUEST, requested_ip=a, server_id=r.message.options[Opt.SERVER_ID]),
+        1.0,
+        "lan0",
+    )
+    ip = ".".join(str(b) for b in a)
+    assert srv.event == (
+        f"lease given: {ip} to 02:00:00:00:00:01 on lan0 for 600 s "
+        "(no option 108: client did not request option 108)"
+    )
+    renew = Message(
+        xid=2, chaddr=MAC, ciaddr=a, options={Opt.MESSAGE_TYPE: bytes([MessageType.REQUEST])}
+    )
+    srv.handle(renew.to_wire(), 2.0, "lan0")
+    assert srv.event.startswith(f"lease renewed: {ip} to 02:00:00:00:00:01")
+    rel = Message(
+        xid=3, chaddr=MAC, ciaddr=a, options={Opt.MESSAGE_TYPE: bytes([MessageType.RELEASE])}
+    )
+    srv.handle(rel.to_wire(), 3.0, "lan0")
+    assert srv.event == f"lease released: {ip} by 02:00:00:00:00:01 on lan0"
+    srv.handle(msg(MessageType.DISCOVER, prl=bytes([108]), mac=MAC2), 4.0, "lan0")
+    assert srv.event == (
+        "OFFER: 02:00:00:00:00:02 told IPv6-only for 1800 s on lan0 "
+        "(option 108, RFC 8925; subnet lan0)"
+    )
+
+
 def test_v6only_wait_never_below_min() -> None:
     srv = server(v6only=True, v6only_wait=60)
     r = srv.handle(msg(MessageType.DISCOVER, prl=bytes([108])), 0.0, "lan0")

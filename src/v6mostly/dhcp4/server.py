@@ -195,6 +195,9 @@ class Dhcp4Server:
         #: The last option-108 decision per client (``ctl leases --v6only``), bounded.
         self.decisions: OrderedDict[bytes, V6onlyDecision] = OrderedDict()
         self._now = 0.0
+        #: What the last ``handle`` decided, in words, for the adapter's log ("" = nothing
+        #: to tell: an OFFER, an ignored message). Reset by every ``handle``.
+        self.event = ""
 
     def adopt(self, old: Dhcp4Server) -> None:
         """Take over the counters and per-client state of the server this one replaces
@@ -223,6 +226,7 @@ class Dhcp4Server:
     ) -> Reply | None:
         """One datagram received on ``interface`` from IPv4 address ``source``."""
         self._now = now
+        self.event = ""
         if interface is None or interface not in self.served:
             return self._drop(DROP_INTERFACE)
         try:
@@ -311,7 +315,12 @@ class Dhcp4Server:
     ) -> Reply:
         """RFC 8925 §3.3: option 108 with V6ONLY_WAIT, yiaddr 0.0.0.0, no lease."""
         r = self._base(msg, sn, mtype)
-        r.options[Opt.V6ONLY_PREFERRED] = u32(max(sn.v6only_wait, MIN_V6ONLY_WAIT))
+        wait = max(sn.v6only_wait, MIN_V6ONLY_WAIT)
+        r.options[Opt.V6ONLY_PREFERRED] = u32(wait)
+        self.event = (
+            f"{mtype.name}: {msg.mac_text} told IPv6-only for {wait} s on {sn.name} "
+            f"(option 108, RFC 8925; {self.last_decision})"
+        )
         if Opt.AUTO_CONFIGURE in msg.options:
             # RFC 2563: DoNotAutoConfigure, or dhcpcd falls back to IPv4 link-local.
             r.options[Opt.AUTO_CONFIGURE] = b"\x00"
@@ -421,6 +430,11 @@ class Dhcp4Server:
             a, msg.client_key, msg.mac_text, sn.name, now + sn.lease_time, BOUND, _hostname(msg)
         )
         self._put(sn, lease, persist=True)  # on disk before the client hears of it
+        verb = "renewed" if old is not None and old.address == a and old.state == BOUND else "given"
+        self.event = (
+            f"lease {verb}: {_ntoa(a.to_bytes(4, 'big'))} to {msg.mac_text} on {sn.name} for "
+            f"{sn.lease_time} s (no option 108: {self.last_decision or 'not decided'})"
+        )
         r = self._base(msg, sn, MessageType.ACK)
         r.yiaddr = a.to_bytes(4, "big")
         r.ciaddr = msg.ciaddr
@@ -434,6 +448,7 @@ class Dhcp4Server:
         self._echo_relay(msg, r)
         self.stats.replies["NAK"] += 1
         self.last_decision = why
+        self.event = f"NAK to {msg.mac_text} on {sn.name}: {why}"
         return self._send(msg, r, iface, nak=True)
 
     def _decline(self, msg: Message, sn: Subnet, now: float) -> Reply | None:
@@ -451,6 +466,7 @@ class Dhcp4Server:
         self._put(
             sn, Lease(a, b"declined", lease.mac, sn.name, now + sn.decline_hold, DECLINED), True
         )
+        self.event = f"DECLINE of {_ntoa(req)} by {msg.mac_text}: unusable for {sn.decline_hold} s"
         return None
 
     def _release(self, msg: Message, sn: Subnet) -> Reply | None:
@@ -459,6 +475,7 @@ class Dhcp4Server:
         if lease is None or lease.client_key != msg.client_key:
             return self._ignore("RELEASE of an address not leased to the client")
         self._remove(sn, a)
+        self.event = f"lease released: {_ntoa(msg.ciaddr)} by {msg.mac_text} on {sn.name}"
         return None
 
     def _inform(self, msg: Message, sn: Subnet, iface: str | None) -> Reply:

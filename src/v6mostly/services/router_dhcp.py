@@ -29,6 +29,9 @@ from ..errors import ConfigError
 from ..site_config import Dhcp4Limits, Dhcp4Subnet
 
 log = logging.getLogger("v6mostly.router")
+#: One line per decision (lease given, renewed, released, declined, option 108 and why):
+#: shown with -v (the CLI keeps this logger at WARNING otherwise).
+decisions = logging.getLogger("v6mostly.dhcp4.decisions")
 
 IP_PKTINFO = 8
 SO_ATTACH_FILTER = 26
@@ -196,8 +199,11 @@ class Dhcp4Service:
         replies: list[tuple[Reply, int]] = []
         server = self.server
         with server.table.transaction():
+            tell = decisions.isEnabledFor(logging.INFO)
             for data, ifindex, source in batch:
                 reply = server.handle(data, now, self._ifname(ifindex), source)
+                if tell and server.event:
+                    decisions.info("%s", server.event)
                 if reply is not None:
                     replies.append((reply, ifindex))
         for reply, ifindex in replies:
