@@ -50,10 +50,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-def formatter(kind: str, environ: dict[str, str] | None = None) -> logging.Formatter:
+def on_journal(environ: dict[str, str] | os._Environ[str], fd: int = 2) -> bool:
+    """Is ``fd`` the journal's stream? systemd sets ``JOURNAL_STREAM=DEV:INO`` of it;
+    a child whose stderr went elsewhere inherits the variable, so compare."""
+    dev_ino = environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in dev_ino.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def formatter(kind: str, environ: dict[str, str] | None = None, fd: int = 2) -> logging.Formatter:
     env = os.environ if environ is None else environ
     if kind == "json":
         return JsonFormatter()
-    if env.get("JOURNAL_STREAM"):
+    if on_journal(env, fd):
         return JournalFormatter()
     return logging.Formatter("%(asctime)s v6mostly %(name)s %(levelname)s: %(message)s")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 from v6mostly.logfmt import formatter
 
@@ -18,8 +20,15 @@ def test_plain_text_has_a_timestamp() -> None:
     assert line[:4].isdigit()
 
 
-def test_under_journald_no_timestamp_and_a_priority_prefix() -> None:
-    f = formatter("text", {"JOURNAL_STREAM": "8:12345"})
+def test_under_journald_no_timestamp_and_a_priority_prefix(tmp_path: Path) -> None:
+    with open(tmp_path / "journal", "w") as stream:
+        st = os.fstat(stream.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        f = formatter("text", env, stream.fileno())
+        # Inherited by a process whose stderr is elsewhere: plain lines.
+        assert not isinstance(
+            formatter("text", {"JOURNAL_STREAM": "1:2"}, stream.fileno()), type(f)
+        )
     assert f.format(_record(logging.WARNING, "pool lan0 exhausted")) == (
         "<4>v6mostly.router: pool lan0 exhausted"
     )
