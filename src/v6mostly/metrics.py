@@ -310,6 +310,33 @@ def parse_exposition(text: str) -> dict[str, float]:
     return out
 
 
+class BuildInfo(Collector):
+    """``v6mostly_build_info{version, python}`` = 1, as Prometheus exporters do."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import platform
+
+        from . import __version__
+
+        g = GaugeMetricFamily(
+            "v6mostly_build_info", "The running v6mostly", labels=["version", "python"]
+        )
+        g.add_metric([__version__, platform.python_version()], 1)
+        yield g
+
+
+def standard_registry() -> CollectorRegistry:
+    """A registry with what every exporter has: ``process_*`` (CPU, memory, open file
+    descriptors, start time), ``python_info`` and ``v6mostly_build_info``."""
+    from prometheus_client import PlatformCollector, ProcessCollector
+
+    reg = CollectorRegistry()
+    ProcessCollector(registry=reg)
+    PlatformCollector(registry=reg)
+    reg.register(BuildInfo())
+    return reg
+
+
 def serve(registry: CollectorRegistry, host: str, port: int) -> object:
     """The exposition on a daemon thread; returns the server (``.shutdown()``).
 

@@ -341,6 +341,12 @@ def _ctl_checks(s: Site) -> None:
     out = _ctl(s, "leases", "--v6only").stdout
     assert "02:00:5e:00:00:01  lan0       not IPv6-only" in out, out
     assert "(class legacy-lab: v6only off)" in out
+    m = s.metrics()
+    assert m['v6mostly_dhcp4_pool_size{subnet="lan0"}'] == 100
+    key = 'v6mostly_dhcp4_v6only_decisions_total{reason="class legacy-lab: v6only off",told_ipv6_only="no"}'
+    assert m[key] >= 1, {k: v for k, v in m.items() if "decisions" in k}
+    assert m['v6mostly_ra_send_errors_total{interface="lan0"}'] == 0
+    assert m["process_open_fds"] > 0 and any(k.startswith("v6mostly_build_info{") for k in m)
     out = _ctl(s, "stats", "--all").stdout
     assert "dhcp4_requests_DISCOVER" in out and "dns_ipv4only" in out, out
     r = _ctl(s, "reload")

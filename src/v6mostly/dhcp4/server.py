@@ -130,6 +130,8 @@ class Stats:
     exhausted: Counter[str] = field(default_factory=Counter)
     #: per-client drop reason -> the MAC of the last client dropped for it (for the log)
     last_client: dict[str, str] = field(default_factory=dict)
+    #: option-108 decisions (per DISCOVER/REQUEST): (told IPv6-only "yes"/"no", reason)
+    v6only_decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class PoolUsage(NamedTuple):
@@ -303,6 +305,7 @@ class Dhcp4Server:
     def _v6only(self, msg: Message, sn: Subnet) -> bool:
         on, why = self.policy.decide(msg, sn.name, sn.v6only, sn.v6only_rollout)
         self.last_decision = why
+        self.stats.v6only_decisions["yes" if on else "no", why] += 1
         d = self.decisions
         d.pop(msg.client_key, None)
         d[msg.client_key] = V6onlyDecision(self._now, msg.mac_text, sn.name, on, why)

@@ -575,11 +575,9 @@ class ClatService:
         os.replace(tmp, self.state_path)
 
     def _start_metrics(self) -> None:
-        from prometheus_client.registry import CollectorRegistry
+        from ..metrics import ClatCollector, serve_endpoint, standard_registry
 
-        from ..metrics import ClatCollector, serve_endpoint
-
-        reg = CollectorRegistry()
+        reg = standard_registry()
         reg.register(
             ClatCollector(
                 self.counters,

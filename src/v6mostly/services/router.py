@@ -125,12 +125,10 @@ class Router:
                 ) from None
             log.info("dns: answering on %s port %d", ", ".join(d.listen), d.port)
         if self.cfg.metrics_listen:
-            from prometheus_client.registry import CollectorRegistry
-
             from ..config import listen_address
-            from ..metrics import serve
+            from ..metrics import serve, standard_registry
 
-            reg = CollectorRegistry()
+            reg = standard_registry()
             reg.register(RouterCollector(self))
             host, port = listen_address(self.cfg.metrics_listen)
             try:

@@ -89,6 +89,20 @@ class RouterCollector(Collector):
                 "Pool addresses neither bound, offered nor declined",
                 labels=["subnet"],
             )
+            size = GaugeMetricFamily(
+                "v6mostly_dhcp4_pool_size", "Addresses in the pools", labels=["subnet"]
+            )
+            for sn in r.dhcp.server.subnets:
+                size.add_metric([sn.name], sn.size)
+            yield size
+            dec = CounterMetricFamily(
+                "v6mostly_dhcp4_v6only_decisions",
+                "Option 108 decisions (per DISCOVER/REQUEST) by outcome and the policy's reason",
+                labels=["told_ipv6_only", "reason"],
+            )
+            for (told, why), n in list(st.v6only_decisions.items()):
+                dec.add_metric([told, why], n)
+            yield dec
             for name, u in r.dhcp.server.pool_usage(time.time()).items():
                 used.add_metric([name], u.bound)
                 offered.add_metric([name], u.offered)
@@ -105,6 +119,9 @@ class RouterCollector(Collector):
             q = CounterMetricFamily(
                 "v6mostly_ra_solicits", "Router Solicitations received", labels=["interface"]
             )
+            err = CounterMetricFamily(
+                "v6mostly_ra_send_errors", "Router Advertisements not sent", labels=["interface"]
+            )
             bad = CounterMetricFamily(
                 "v6mostly_ra_solicits_invalid",
                 "Router Solicitations discarded (RFC 4861 §6.1.1)",
@@ -113,10 +130,12 @@ class RouterCollector(Collector):
             for rif in r.ra.ifs.values():
                 s.add_metric([rif.name], rif.sent)
                 q.add_metric([rif.name], rif.solicits)
+                err.add_metric([rif.name], rif.errors)
                 for why, n in list(rif.invalid.items()):
                     bad.add_metric([rif.name, why], n)
             yield s
             yield q
+            yield err
             yield bad
         if r.dns is not None:
             c = CounterMetricFamily(

@@ -224,12 +224,10 @@ class TranslatorService:
                 log.warning("%s: v6mostly ctl cannot reach this instance", e)
 
     def _start_metrics(self) -> None:
-        from prometheus_client.registry import CollectorRegistry
-
-        from ..metrics import DataplaneCollector, serve_endpoint
+        from ..metrics import DataplaneCollector, serve_endpoint, standard_registry
 
         assert self.dp is not None and self.tun is not None
-        reg = CollectorRegistry()
+        reg = standard_registry()
         napt66 = False
         counters = None
         if self.plat and self.s.napt66:
