@@ -362,6 +362,25 @@ def _ctl_checks(s: Site) -> None:
     assert r.returncode == 1 and "NOT reloaded: keeping the running configuration" in r.stdout
 
 
+def test_a_second_dhcp4_server_on_the_same_link_refuses_to_start(site: Site) -> None:
+    """Two DHCPv4 servers on one link both answered, from two lease databases: the
+    second one now exits at start, naming the first."""
+    other = site.dir / "other.toml"
+    other.write_text(
+        (site.dir / "site.toml")
+        .read_text()
+        .replace("leases.sqlite", "other.sqlite")
+        .replace("127.0.0.1:9466", "127.0.0.1:9476")
+        .replace("[dns]", "[dns]\nport = 5353")
+    )
+    argv = [sys.executable, "-m", "v6mostly", "dhcp4", "--config", str(other),
+            "--control-socket", str(site.dir / "other.sock")]  # fmt: skip
+    r = site.run(site.rtr, *argv, check=False, timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "interface lan0: another dhcp4 server (pid " in r.stderr, r.stderr
+    assert site.router is not None and site.router.poll() is None  # the first one runs on
+
+
 def test_ra_pref64_decoded_by_tshark_and_slaac_default_route(site: Site) -> None:
     fields = (
         "icmpv6.opt.pref64.prefix",

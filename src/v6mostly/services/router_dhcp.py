@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from ..dhcp4.limits import ClientLimits
 from ..dhcp4.server import Dhcp4Server, Reply, Subnet
 from ..errors import ConfigError
+from ..linux import instance_lock
 from ..site_config import Dhcp4Limits, Dhcp4Subnet
 
 log = logging.getLogger("v6mostly.router")
@@ -140,6 +142,8 @@ class Dhcp4Service:
         self.names: dict[int, str] = {}
         self.logged_at = -LOG_EVERY
         self.logged: Counter[str] = Counter()
+        #: instance locks held on the served interfaces (see linux.instance_lock)
+        self.locks: list[int] = []
 
     def _socket(self, device: str | None) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -158,6 +162,8 @@ class Dhcp4Service:
         return s
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One DHCPv4 server per link (two answered from two lease databases).
+        self.locks = [instance_lock.claim("dhcp4", n) for n in sorted(self.server.served)]
         self.sock = self._socket(None)
         loop.add_reader(self.sock.fileno(), self._readable, self.sock, True)
         for name in sorted(self.server.served):
@@ -262,3 +268,6 @@ class Dhcp4Service:
             s.close()
         self.own.clear()
         self.sock = None
+        for fd in self.locks:
+            os.close(fd)
+        self.locks = []
