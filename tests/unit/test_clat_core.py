@@ -367,7 +367,12 @@ def test_ra_refused_prefix() -> None:
     assert [type(e) for e in evs] == [Pref64Refused, Pref64Refused]
     e0, e1 = evs
     assert isinstance(e0, Pref64Refused) and isinstance(e1, Pref64Refused)
-    assert (e0.prefix, e0.source, e0.origin, e0.at) == (BAD_U, Pref64Source.RA, "RA from fe80::1", 1.0)
+    assert (e0.prefix, e0.source, e0.origin, e0.at) == (
+        BAD_U,
+        Pref64Source.RA,
+        "RA from fe80::1",
+        1.0,
+    )
     assert "u-octet" in e0.why and "RFC 6052 §2.2" in e0.why
     assert e1.prefix == BAD_WKP and "RFC 6052 §2.1" in e1.why
     assert t.refused_count == 3

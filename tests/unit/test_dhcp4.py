@@ -15,7 +15,7 @@ import pytest
 from harness import mutate
 from scapy.all import BOOTP, DHCP
 
-from v6mostly.dhcp4.leases import LeaseTable, MemoryStore, SqliteStore
+from v6mostly.dhcp4.leases import LeaseTable, MemoryStore
 from v6mostly.dhcp4.message import (
     FLAG_BROADCAST,
     DhcpError,
@@ -27,6 +27,7 @@ from v6mostly.dhcp4.message import (
 )
 from v6mostly.dhcp4.policy import ClientClass, TextMatch, V6OnlyPolicy, in_rollout
 from v6mostly.dhcp4.server import Dhcp4Server, Subnet
+from v6mostly.storage.sqlite_leases import SqliteStore
 
 MAC = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")

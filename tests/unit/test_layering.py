@@ -1,4 +1,5 @@
-"""DESIGN.md: the cores import no I/O modules (socket, os, asyncio, time, random)."""
+"""DESIGN.md: the cores import no I/O modules (socket, os, asyncio, time, random, a
+database): storage is an adapter (``v6mostly.storage``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ FORBIDDEN = {
     "select",
     "threading",
     "signal",
+    "sqlite3",
 }
 CORE_PACKAGES = ("wire", "addr", "siit", "dhcp4", "ra", "dns", "clat")
 

@@ -17,12 +17,13 @@ import signal
 import time
 
 from ..control import ControlError, ControlServer
-from ..dhcp4.leases import LeaseTable, MemoryStore, SqliteStore
+from ..dhcp4.leases import LeaseTable, MemoryStore
 from ..dhcp4.policy import V6OnlyPolicy
 from ..dhcp4.server import Dhcp4Server
 from ..dns.responder import Responder
 from ..errors import V6mostlyError
 from ..site_config import SiteConfig, load_site
+from ..storage.sqlite_leases import SqliteStore
 from .control_handlers import ReloadState, router_handlers
 from .router_dhcp import Dhcp4Service, interface_ipv4, make_limits, make_subnet
 from .router_dns import DnsService

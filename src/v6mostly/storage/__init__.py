@@ -1,0 +1,1 @@
+"""Storage adapters of the cores' store interfaces (the cores import no database)."""
