@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo demo-site split-png test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
+.PHONY: demo demo-site split-png man test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -76,6 +76,11 @@ bench-e2e: $(STAMP) debs
 # `v6mostly clat` against Debian's tayga set up as clatd runs it (root). See bench/clat.py.
 bench-clat: $(STAMP) debs
 	$(BIN)/python bench/clat.py --seconds 5
+
+# Man pages (section 8) and bash completion, generated from the CLI's argparse parser.
+man: $(STAMP)
+	$(BIN)/python -m v6mostly.docgen man build/man
+	$(BIN)/python -m v6mostly.docgen bash build/v6mostly.bash-completion
 
 # Metrics scrape time of the PLAT with 100,000 NAPT66 sessions, and ping meanwhile (root).
 bench-scrape: $(STAMP) debs
