@@ -89,6 +89,25 @@ class RouterCollector(Collector):
                 "Pool addresses neither bound, offered nor declined",
                 labels=["subnet"],
             )
+            now = time.time()
+            told = sum(
+                1
+                for d in list(r.dhcp.server.decisions.values())
+                if d.v6only and now - d.time < 86400
+            )
+            bound = sum(
+                1 for x in list(r.dhcp.server.table.by_addr.values())
+                if x.state == "bound" and x.expires > now
+            )  # fmt: skip
+            cl = GaugeMetricFamily(
+                "v6mostly_dhcp4_clients",
+                "Distinct clients by path: told IPv6-only (RFC 8925) in the last 24 h, or "
+                "holding an IPv4 lease (dual stack)",
+                labels=["path"],
+            )
+            cl.add_metric(["ipv6_only"], told)
+            cl.add_metric(["dual_stack"], bound)
+            yield cl
             size = GaugeMetricFamily(
                 "v6mostly_dhcp4_pool_size", "Addresses in the pools", labels=["subnet"]
             )
@@ -100,8 +119,8 @@ class RouterCollector(Collector):
                 "Option 108 decisions (per DISCOVER/REQUEST) by outcome and the policy's reason",
                 labels=["told_ipv6_only", "reason"],
             )
-            for (told, why), n in list(st.v6only_decisions.items()):
-                dec.add_metric([told, why], n)
+            for (answer, why), n in list(st.v6only_decisions.items()):
+                dec.add_metric([answer, why], n)
             yield dec
             for name, u in r.dhcp.server.pool_usage(time.time()).items():
                 used.add_metric([name], u.bound)
