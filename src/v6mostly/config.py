@@ -41,6 +41,8 @@ Example (``v6mostly plat``)::
 
     [metrics]
     listen = "127.0.0.1:9464"   # "" = no endpoint
+
+The design: docs/architecture.md §4.
 """
 
 from __future__ import annotations

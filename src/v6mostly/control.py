@@ -10,6 +10,8 @@ outcome the handler waits for.
 
 Default paths: ``/run/v6mostly/{plat,siit,router}.sock`` and
 ``/run/v6mostly/clat-IF.sock``.
+
+The design: docs/architecture.md §5.
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ that are not (RFC 1035 §2.3.4), pools holding the router's or server's own
 address or overlapping another pool, a subnet described twice, classes that
 match everyone, share a name or name a missing subnet, SLAAC prefixes that are
 not /64, and a lease database whose directory does not exist.
+
+The design: docs/architecture.md §4.
 """
 
 from __future__ import annotations

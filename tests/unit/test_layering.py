@@ -1,5 +1,8 @@
 """DESIGN.md: the cores import no I/O modules (socket, os, asyncio, time, random, a
-database): storage is an adapter (``v6mostly.storage``)."""
+database): storage is an adapter (``v6mostly.storage``).
+
+The design: docs/architecture.md §1.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ There is no maintained Python library for loading eBPF bytecode without a
 compiler, and the program is five fixed instructions, so they are assembled
 here (``struct``) and loaded with the ``bpf(2)`` system call; pyroute2 attaches
 the resulting file descriptor as a ``cls_bpf`` filter in direct-action mode.
+
+The design: docs/architecture.md §2.
 """
 
 from __future__ import annotations

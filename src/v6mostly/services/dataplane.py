@@ -30,6 +30,8 @@ half of its worker's slice, so it never overlaps the worker it replaces) with a
 random start, an equal share of the global ICMP-error allowance, and the TUN
 MTU, which the supervisor updates at run time through shared memory and
 SIGUSR1.
+
+The design: docs/architecture.md §2.
 """
 
 from __future__ import annotations

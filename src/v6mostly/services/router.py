@@ -7,6 +7,8 @@ SIGTERM/SIGINT: a final RA with router lifetime 0 on every interface, close
 the lease database, exit. SIGHUP: re-read the file; RA contents change at once
 (a PREF64 that went away is withdrawn with lifetime 0), DHCP subnets and
 classes are replaced (leases are kept).
+
+The design: docs/architecture.md §3.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ bodies are deliberately inlined (a shared call per packet costs ~54 ns here).
 A worker told to stop (SIGTERM) finishes the packet in hand first (see
 ``stop_between_packets``). The supervisor (``dataplane``) forks, counts and
 restarts the workers.
+
+The design: docs/architecture.md §2.
 """
 
 from __future__ import annotations
