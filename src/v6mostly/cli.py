@@ -244,7 +244,7 @@ def _siit_settings(args: argparse.Namespace) -> object:
 
     _T(cfg)  # validate now, with the flag names in the message
     if args.metrics:
-        from .config import listen_address
+        from .config_reader import listen_address
 
         listen_address(args.metrics)
     return Settings(

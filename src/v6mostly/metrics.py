@@ -366,7 +366,7 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> object:
 
 def serve_endpoint(registry: CollectorRegistry, listen: str) -> object:
     """Serve ``registry`` on ``listen`` ("ADDR:PORT"); a one-line error when it cannot."""
-    from .config import listen_address
+    from .config_reader import listen_address
     from .errors import V6mostlyError
 
     host, port = listen_address(listen)

@@ -66,7 +66,10 @@ import dns.exception
 import dns.name
 
 from .addr.rfc6052 import parse_prefix, validate_pref64
-from .config import _network, _Reader, _section, inline_keys, parse_metrics, read_toml
+from .config_reader import Reader as _Reader
+from .config_reader import inline_keys, parse_metrics, read_toml
+from .config_reader import network as _network
+from .config_reader import section as _section
 from .dhcp4.policy import MIN_V6ONLY_WAIT, ClientClass, TextMatch
 from .errors import AddressError, ConfigError
 from .ra.options import PLC_OF_LENGTH, PREF, PREF64_MAX_LIFETIME

@@ -16,7 +16,8 @@ from v6mostly.cli import main
 from v6mostly.config import load
 from v6mostly.errors import ConfigError
 from v6mostly.lab.topology import Lab
-from v6mostly.linux import netlink, nft
+from v6mostly.linux import nft
+from v6mostly.services import plat_rules
 from v6mostly.siit.translator import Translator, TranslatorConfig
 from v6mostly.siit.verdict import Drop, Stats
 
@@ -147,7 +148,7 @@ def test_ruleset_is_accepted_by_nft_syntax_check(tmp_path: Path) -> None:
         ' { ipv6 = "2001:db8:46::2/128", ipv4 = "198.51.100.2/32" }]',
     )
     s = load(write(tmp_path, text), plat=True)
-    rules = nft.render_plat_table(s)
+    rules = plat_rules.render_plat_table(s)
     assert "2001:db8:64::a00:0/104" in rules  # 10.0.0.0/8 inside the /96
     nft_check(rules)
 
@@ -163,13 +164,13 @@ def test_ruleset_is_accepted_by_nft_syntax_check(tmp_path: Path) -> None:
     ],
 )
 def test_embed_prefix(pref: str, v4: str, want: str) -> None:
-    got = nft.embed_prefix(ipaddress.IPv6Network(pref), ipaddress.IPv4Network(v4))
+    got = plat_rules.embed_prefix(ipaddress.IPv6Network(pref), ipaddress.IPv4Network(v4))
     assert str(got) == want
 
 
 def test_route_plan_routes_eam_and_pool6(tmp_path: Path) -> None:
     s = load(write(tmp_path, LAB_CONF), plat=True)
-    pl = netlink.plan(s)
+    pl = plat_rules.plan(s)
     assert [str(r) for r in pl.routes] == [
         "2001:db8:64::/96",
         "198.51.100.1/32",
@@ -344,7 +345,7 @@ def test_reachable_host_address_through_wkp_is_refused(tmp_path: Path) -> None:
 
 def test_ruleset_refuses_translated_traffic_to_the_host(tmp_path: Path) -> None:
     s = load(write(tmp_path, LAB_CONF), plat=True)
-    rules = nft.render_plat_table(s)
+    rules = plat_rules.render_plat_table(s)
     assert "counter denied_to_host { }" in rules
     assert "type filter hook input priority filter; policy accept;" in rules
     assert 'iifname "nat64" jump to_host' in rules
@@ -356,18 +357,18 @@ def test_ruleset_refuses_translated_traffic_to_the_host(tmp_path: Path) -> None:
         'udp_oneshot_ports = [53, 123]\nreachable_host_addresses = ["192.0.2.1", "203.0.113.0/28"]',
     )
     s2 = load(write(tmp_path, text), plat=True)
-    rules = nft.render_plat_table(s2)
+    rules = plat_rules.render_plat_table(s2)
     assert "elements = { 192.0.2.1, 203.0.113.0/28 }" in rules
     to_host = rules[rules.index("chain to_host") :]
     assert to_host.index("ip daddr @reachable_host4 accept") < to_host.index("denied_to_host")
     nft_check(rules)
     # A reload keeps the table (hooks, sets, counters) and replaces rules and elements.
-    (tmp_path / "base.nft").write_text(nft.render_plat_table(s))
-    reload = nft.render_reload(s, s2)
+    (tmp_path / "base.nft").write_text(plat_rules.render_plat_table(s))
+    reload = plat_rules.render_reload(s, s2)
     assert "delete table" not in reload
     assert reload.startswith("flush table inet v6mostly_nat64\n")
     nft_check(reload, str(tmp_path / "base.nft"))
-    back = nft.render_reload(s2, s)
+    back = plat_rules.render_reload(s2, s)
     assert "delete set inet v6mostly_nat64 reachable_host4" in back
 
 

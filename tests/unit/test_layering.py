@@ -92,3 +92,63 @@ def test_siit_modules_import_no_cycle() -> None:
 
     for mod in graph:
         visit(mod, [])
+
+
+#: Which top-level modules of v6mostly each floor may import (at any depth, incl. inside
+#: functions). A floor reaches only floors below it (docs/architecture.md §1).
+CORES = {"wire", "addr", "siit", "clat", "dhcp4", "ra", "dns", "errors"}
+FLOORS: dict[str, set[str]] = {
+    "linux": CORES | {"linux"},
+    "storage": CORES | {"storage"},
+    "metrics": CORES | {"linux", "services", "config_reader", "metrics", "__version__"},
+    "control": CORES | {"control"},
+    "logfmt": {"logfmt"},
+    "config_reader": CORES | {"config_reader"},
+    "config": CORES | {"config_reader", "config", "site_config"},  # plat may read a site file
+    "site_config": CORES | {"config_reader", "site_config"},  # never the plat's
+    "services": CORES
+    | {"linux", "storage", "metrics", "control", "explain", "config_reader", "config"}
+    | {"site_config", "services"},
+    "lab": CORES
+    | {"linux", "storage", "metrics", "control", "config_reader", "config", "site_config"}
+    | {"services", "lab"},
+}
+
+
+def _own_imports(path: Path, root: Path) -> set[str]:
+    """The v6mostly top-level modules ``path`` imports (absolute or relative)."""
+    tree = ast.parse(path.read_text())
+    rel = path.relative_to(root).parts
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and node.module.startswith("v6mostly."):
+                out.add(node.module.split(".")[1])
+            elif node.level > 0:
+                base = list(rel[:-1])[: len(rel) - node.level]
+                parts = [*base, *(node.module.split(".") if node.module else [])]
+                if parts:
+                    out.add(parts[0])
+                else:
+                    out.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("v6mostly."):
+                    out.add(a.name.split(".")[1])
+    return {m.removesuffix(".py") for m in out}
+
+
+def test_every_floor_imports_only_floors_below() -> None:
+    root = Path(v6mostly.__file__).parent
+    checked = 0
+    for floor, allowed in FLOORS.items():
+        files = (
+            sorted((root / floor).rglob("*.py"))
+            if (root / floor).is_dir()
+            else [root / f"{floor}.py"]
+        )
+        for f in files:
+            bad = _own_imports(f, root) - allowed
+            assert not bad, f"{f.relative_to(root)} ({floor}) imports {sorted(bad)}"
+            checked += 1
+    assert checked >= 40

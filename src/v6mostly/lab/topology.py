@@ -333,7 +333,7 @@ class Lab:
     def _start_tayga(self) -> None:
         """TAYGA as the translator, behind the same NAPT66 table."""
         from ..config import load
-        from ..linux.nft import render_plat_table
+        from ..services.plat_rules import render_plat_table
 
         conf = self.path("plat.toml")
         with open(conf, "w") as f:

@@ -14,7 +14,6 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from ..config import Settings
 from ..errors import V6mostlyError
 
 log = logging.getLogger("v6mostly.netlink")
@@ -40,36 +39,6 @@ class Plan:
             ipv = "-6" if fam == socket.AF_INET6 else "-4"
             out.append(f"ip {ipv} rule add iif {dev} lookup {table} priority {RULE_PRIORITY}")
         return out
-
-
-def plan(s: Settings) -> Plan:
-    """Routes into the TUN: Pref64, the IPv4 side of every EAM entry (the PLAT's
-    outer addresses are EAM entries), the translator's own addresses."""
-    p = Plan()
-    if not s.manage_routes:
-        return p
-    p.sysctls = {"net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1"}
-    t = s.translator
-    seen: set[str] = set()
-
-    def add(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        if str(net) not in seen:
-            seen.add(str(net))
-            p.routes.append(net)
-
-    if t.pool6:
-        add(ipaddress.IPv6Network(t.pool6))
-    for _v6, v4 in t.eam:
-        add(ipaddress.IPv4Network(v4))
-    if t.ipv4_address:
-        add(ipaddress.IPv4Network(t.ipv4_address + "/32"))
-    if t.ipv6_address:
-        add(ipaddress.IPv6Network(t.ipv6_address + "/128"))
-    if s.napt66 and s.napt66.private_egress:
-        add(ipaddress.IPv4Network(str(s.napt66.private_egress.outer.ipv4) + "/32"))
-    if s.routing_table:
-        p.rules = [(socket.AF_INET, s.routing_table), (socket.AF_INET6, s.routing_table)]
-    return p
 
 
 def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:

@@ -128,7 +128,7 @@ class Router:
                 ) from None
             log.info("dns: answering on %s port %d", ", ".join(d.listen), d.port)
         if self.cfg.metrics_listen:
-            from ..config import listen_address
+            from ..config_reader import listen_address
             from ..metrics import serve, standard_registry
 
             reg = standard_registry()

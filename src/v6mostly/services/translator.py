@@ -31,6 +31,7 @@ from ..errors import ConfigError, V6mostlyError
 from ..linux import conntrack, netlink, nft, tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
+from . import plat_rules
 from .control_handlers import ReloadState, translator_handlers
 from .dataplane import Dataplane, SharedCounters, TranslatorFactory
 
@@ -63,7 +64,7 @@ def dry_run_text(s: Settings, plat: bool) -> str:
         _ratelimit_text(s.translator, t.queue_count()),
         f"next-hop mtu: the TUN's ({t.mtu}, followed at run time)",
     ]
-    pl = netlink.plan(s)
+    pl = plat_rules.plan(s)
     lines += pl.describe(t.name) or [
         "# no routes (routes = false): the TUN drops into your routing"
     ]
@@ -78,7 +79,7 @@ def dry_run_text(s: Settings, plat: bool) -> str:
             )
         )
     if plat:
-        lines += ["", "# nft -f -", nft.render_plat_table(s)]
+        lines += ["", "# nft -f -", plat_rules.render_plat_table(s)]
     if s.metrics_listen:
         lines.append(f"metrics: http://{s.metrics_listen}/metrics")
     return "\n".join(lines)
@@ -170,7 +171,7 @@ class TranslatorService:
             problems.append(f"link {s.tun.name} already exists")
         if self.plat and nft.exists(s.tun.name):
             problems.append(f"nftables table inet {nft.table_name(s.tun.name)} already exists")
-        problems += netlink.conflicts(netlink.plan(s))
+        problems += netlink.conflicts(plat_rules.plan(s))
         if problems and not self.replace:
             raise V6mostlyError(
                 "; ".join(problems) + " (another instance running? stop it or use --replace)"
@@ -203,9 +204,9 @@ class TranslatorService:
             s.tun.mtu,
         )
         self.applied = netlink.Applied(t.name)
-        self.applied.apply(netlink.plan(s), replace=self.replace)
+        self.applied.apply(plat_rules.plan(s), replace=self.replace)
         if self.plat:
-            nft.apply(nft.render_plat_table(s))
+            nft.apply(plat_rules.render_plat_table(s))
             self.nft_applied = True
             log.info("nftables table inet %s applied", nft.table_name(t.name))
         counters = SharedCounters(q)
@@ -261,8 +262,8 @@ class TranslatorService:
             note = "; [tun] and [metrics] changes need a restart (not applied)"
             log.warning("SIGHUP: [tun] and [metrics] changes need a restart; applying the rest")
         assert self.dp is not None and self.tun is not None and self.applied is not None
-        old_plan = netlink.plan(self.s)
-        new_plan = netlink.plan(new)
+        old_plan = plat_rules.plan(self.s)
+        new_plan = plat_rules.plan(new)
         added = [r for r in new_plan.routes if r not in old_plan.routes]
         if added:
             self.applied.apply(netlink.Plan(routes=added), replace=True)
@@ -270,7 +271,7 @@ class TranslatorService:
         new.metrics_listen = self.s.metrics_listen
         if self.plat:
             # One transaction; the table, its hooks, sets and counters stay.
-            nft.apply(nft.render_reload(self.s, new))
+            nft.apply(plat_rules.render_reload(self.s, new))
         self.s = new
         self.dp.replace_all(_translator_factory(new))
         log.info("SIGHUP: configuration reloaded (%d EAM entries)", len(new.translator.eam))
