@@ -155,6 +155,9 @@ class SiteConfig:
     dns: DnsConfig | None
     metrics_listen: str
     dhcp4_limits: Dhcp4Limits = field(default_factory=lambda: Dhcp4Limits())
+    #: Count the site's traffic split on the served interfaces (nftables counters;
+    #: needs CAP_NET_ADMIN): native IPv6, IPv4 via NAT64, native IPv4.
+    traffic_split: bool = True
 
 
 @dataclass
@@ -467,6 +470,7 @@ def load_site(path: str, check_lease_db: bool = True) -> SiteConfig:
         raise ConfigError(f"{path}: [site] pref64: required (the network's Pref64::/n)")
     pref64 = parse_pref64(site, "pref64", p)
     plife = site.integer("pref64_lifetime", 0, 0, PREF64_MAX_LIFETIME)
+    split = site.get("traffic_split", bool, True)
     site.finish()
     ifs_raw = data.get("interface", [])
     if not isinstance(ifs_raw, list):
@@ -554,7 +558,7 @@ def load_site(path: str, check_lease_db: bool = True) -> SiteConfig:
         r.finish()
     listen = parse_metrics(path, data)
     return SiteConfig(
-        path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen, limits
+        path, pref64, interfaces, relayed, classes, lease_db, sync, dns_cfg, listen, limits, split
     )
 
 

@@ -276,6 +276,26 @@ def test_zz_traffic_split_from_the_services_counters(lab: Lab) -> None:
     c = site_counters(lab)
     lan_tun = c["to_nat64"][1] + c["from_nat64"][1]
     assert 0.5 * lan_tun < split.nat64 <= lan_tun, (split, c)
+    # The router's own view (what an operator has without the lab's table): one metric
+    # family, v6mostly_site_traffic_bytes_total{path, direction}, from its nftables
+    # counters on the served interface; it agrees with the lab's per-family counters.
+    m = router_metrics(lab)
+
+    def path(p: str) -> float:
+        return sum(
+            v
+            for k, v in m.items()
+            if k.startswith("v6mostly_site_traffic_bytes_total{") and f'path="{p}"' in k
+        )
+
+    c = site_counters(lab)
+    assert path("native_ipv6") > 0 and path("ipv4_via_nat64") > 0 and path("native_ipv4") > 0, m
+    lab6 = c["native6_out"][1] + c["native6_in"][1]
+    lab4 = c["native4_out"][1] + c["native4_in"][1]
+    assert 0.9 * lab6 <= path("native_ipv6") <= 1.1 * lab6 + 10_000, (path("native_ipv6"), lab6)
+    assert 0.9 * lab4 <= path("native_ipv4") <= 1.1 * lab4 + 10_000, (path("native_ipv4"), lab4)
+    lan_tun = c["to_nat64"][1] + c["from_nat64"][1]
+    assert 0.9 * lan_tun <= path("ipv4_via_nat64") <= 1.1 * lan_tun + 10_000
 
 
 def test_lab_up_failure_removes_everything(monkeypatch: pytest.MonkeyPatch) -> None:

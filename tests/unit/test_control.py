@@ -125,3 +125,16 @@ def test_router_reload_names_what_needs_a_restart(tmp_path: Path) -> None:
         "interfaces ['lan0'] -> ['lan0', 'lan1']",
         "[dns] (ACL, upstream, listeners, limits)",
     ]
+
+
+def test_router_traffic_split_table_is_valid_nft() -> None:
+    import ipaddress as ip
+
+    from tests.unit.nft_check import nft_check
+    from v6mostly.services.router_split import PATHS, render
+
+    text = render(["lan0", "lan1"], ip.IPv6Network("64:ff9b::/96"))
+    assert 'iifname { "lan0", "lan1" } ip6 daddr 64:ff9b::/96 counter name "nat64_out"' in text
+    assert 'ip6 daddr != 64:ff9b::/96 counter name "native6_out"' in text
+    assert all(f"counter {c} {{ }}" in text for c in PATHS)
+    nft_check(text)

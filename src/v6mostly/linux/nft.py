@@ -22,6 +22,7 @@ NAT64 (replies de-NATed to a local address) still pass: they are conntrack
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -69,19 +70,33 @@ def render_clat_table(tun: str) -> str:
 
 def read_named_counters(tun: str) -> dict[str, int]:
     """Packets of every named counter in the table of ``tun`` ({} when there is none)."""
-    r = _nft(["-j", "list", "counters", "table", "inet", table_name(tun)])
+    return {k: p for k, (p, _b) in table_counters(table_name(tun)).items()}
+
+
+def table_counters(table: str) -> dict[str, tuple[int, int]]:
+    """``{name: (packets, bytes)}`` of the named counters of ``inet TABLE`` ({} if absent)."""
+    try:
+        r = _nft(["-j", "list", "counters", "table", "inet", table])
+    except NftError:
+        return {}
     if r.returncode != 0:
         return {}
     try:
         data = json.loads(r.stdout)
     except ValueError:
         return {}
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     for item in data.get("nftables", []):
         c = item.get("counter")
         if c and "name" in c:
-            out[str(c["name"])] = int(c.get("packets", 0))
+            out[str(c["name"])] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
     return out
+
+
+def delete_table(table: str) -> None:
+    """Remove ``inet TABLE`` if it exists (never raises)."""
+    with contextlib.suppress(NftError):
+        _nft(["delete", "table", "inet", table])
 
 
 def _nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,7 @@ from .router_dhcp import Dhcp4Service, interface_ipv4, make_limits, make_subnet
 from .router_dns import DnsService
 from .router_metrics import RouterCollector
 from .router_ra import RaService
+from .router_split import TrafficSplit
 
 log = logging.getLogger("v6mostly.router")
 
@@ -54,6 +55,7 @@ class Router:
         self.started = time.monotonic()
         self.reloads = ReloadState()
         self.control: ControlServer | None = None
+        self.split = TrafficSplit()
 
     def build_dhcp(self, cfg: SiteConfig) -> Dhcp4Server | None:
         subs = [ic.dhcp4 for ic in cfg.interfaces if ic.dhcp4] + cfg.relayed
@@ -85,6 +87,8 @@ class Router:
             except OSError as e:
                 raise V6mostlyError(f"dhcp4: cannot listen on port 67: {e.strerror}") from None
             log.info("dhcp4: serving %s", ", ".join(s.name for s in server.subnets))
+        if self.cfg.traffic_split and self.only == SERVICES:
+            self.split.apply([ic.name for ic in self.cfg.interfaces], self.cfg.pref64)
         self.ra = RaService(self.cfg.interfaces if "ra" in self.only else [], self.cfg.pref64)
         try:
             self.ra.open(loop)
@@ -162,6 +166,10 @@ class Router:
         if self.dns is not None and new.dns is not None:
             self.dns.responder.set_pref64([new.pref64])
         self.cfg = new
+        if new.traffic_split and self.only == SERVICES:
+            self.split.apply([ic.name for ic in new.interfaces], new.pref64)
+        else:
+            self.split.remove()
         if restart:
             log.warning("SIGHUP: applied; not applied until a restart: %s", "; ".join(restart))
             return True, "applied; needs a restart: " + "; ".join(restart)
@@ -171,6 +179,7 @@ class Router:
     def stop(self) -> None:
         if self.control is not None:
             self.control.close()
+        self.split.remove()
         loop = asyncio.get_event_loop()
         if self.ra is not None:
             self.ra.stop(loop)

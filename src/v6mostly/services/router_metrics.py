@@ -156,6 +156,27 @@ class RouterCollector(Collector):
             yield q
             yield err
             yield bad
+        split = r.split.read()
+        if split:
+            from .router_split import PATHS
+
+            by = CounterMetricFamily(
+                "v6mostly_site_traffic_bytes",
+                "Bytes the router forwarded for its LAN, by path (native IPv6, IPv4 via NAT64 "
+                "as IPv6 on the LAN, native IPv4) and direction",
+                labels=["path", "direction"],
+            )
+            pk = CounterMetricFamily(
+                "v6mostly_site_traffic_packets",
+                "Packets the router forwarded for its LAN, by path and direction",
+                labels=["path", "direction"],
+            )
+            for name, (path, direction) in PATHS.items():
+                p, b = split.get(name, (0, 0))
+                by.add_metric([path, direction], b)
+                pk.add_metric([path, direction], p)
+            yield by
+            yield pk
         if r.dns is not None:
             c = CounterMetricFamily(
                 "v6mostly_dns_queries", "DNS queries by outcome", labels=["outcome"]
