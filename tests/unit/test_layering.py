@@ -105,7 +105,8 @@ FLOORS: dict[str, set[str]] = {
     "logfmt": {"logfmt"},
     "config_reader": CORES | {"config_reader"},
     "config": CORES | {"config_reader", "config", "site_config"},  # plat may read a site file
-    "site_config": CORES | {"config_reader", "site_config"},  # never the plat's
+    "site_types": CORES | {"site_types"},
+    "site_config": CORES | {"config_reader", "site_types", "site_config"},  # never the plat's
     "services": CORES
     | {"linux", "storage", "metrics", "control", "explain", "config_reader", "config"}
     | {"site_config", "services"},

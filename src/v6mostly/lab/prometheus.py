@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,30 +51,11 @@ JOBS = ("v6mostly-plat", "v6mostly-router", "v6mostly-site", "v6mostly-clat")
 GRAFANA_VARS = {"$__rate_interval": "10s", "$__interval": "5s", "$__range": "1m"}
 
 
-def read_nft_counters(table: str, family: str = "inet") -> dict[str, tuple[int, int]]:
-    """``{name: (packets, bytes)}`` of the named counters of one table ({} when absent)."""
-    try:
-        r = subprocess.run(
-            ["nft", "-j", "list", "counters", "table", family, table],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    if r.returncode != 0:
-        return {}
-    try:
-        data = json.loads(r.stdout)
-    except ValueError:
-        return {}
-    out: dict[str, tuple[int, int]] = {}
-    for obj in data.get("nftables", []):
-        c = obj.get("counter")
-        if c and "name" in c:
-            out[str(c["name"])] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
-    return out
+def read_nft_counters(table: str) -> dict[str, tuple[int, int]]:
+    """``{name: (packets, bytes)}`` of the named counters of ``inet TABLE`` ({} when absent)."""
+    from ..linux.nft import table_counters
+
+    return table_counters(table)
 
 
 def scrape_config(
