@@ -8,8 +8,9 @@ they read what the daemon exports (state, counters) and must not block the
 packet path; a reload is handed to the daemon's main loop (SIGHUP), whose
 outcome the handler waits for.
 
-Default paths: ``/run/v6mostly/{plat,siit,router}.sock`` and
-``/run/v6mostly/clat-IF.sock``.
+Default paths: ``/run/v6mostly/DAEMON/DAEMON.sock`` for plat, siit and router (a
+directory each: the systemd units give each its own ``RuntimeDirectory``, owned by
+its dynamic user) and ``/run/v6mostly/clat-IF.sock`` beside the CLAT's state.
 
 The design: docs/architecture.md §5.
 """
@@ -42,7 +43,7 @@ class ControlError(V6mostlyError):
 
 
 def default_path(daemon: str) -> str:
-    return os.path.join(RUN_DIR, f"{daemon}.sock")
+    return os.path.join(RUN_DIR, daemon, f"{daemon}.sock")
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

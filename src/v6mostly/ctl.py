@@ -44,7 +44,9 @@ def add_parser(sub: Any) -> None:
 def _sockets(args: argparse.Namespace) -> list[str]:
     if args.socket:
         return [args.socket]
-    found = sorted(glob.glob(os.path.join(RUN_DIR, "*.sock")))
+    found = sorted(
+        glob.glob(os.path.join(RUN_DIR, "*.sock")) + glob.glob(os.path.join(RUN_DIR, "*", "*.sock"))
+    )
     if not found:
         raise V6mostlyError(f"no control socket in {RUN_DIR} (no daemon running?)")
     for cmd, own in (("sessions", "plat.sock"), ("leases", "router.sock")):

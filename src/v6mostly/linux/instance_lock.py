@@ -1,55 +1,48 @@
-"""One daemon per job: a lock file per (network namespace, interface).
+"""One daemon per job: an abstract Unix socket per (network namespace, interface).
 
 Two DHCPv4 servers on one link both answered, each from its own lease database
-(their sockets can share the port). ``claim("dhcp4", "lan0")`` takes an
-exclusive ``flock`` on ``/run/v6mostly/lock/dhcp4-NETNS-lan0.lock`` (NETNS: the
-inode of this process's network namespace, so the same interface name in another
-namespace is another link) and keeps it until the process exits; a second claim
-fails with the holder's pid. The kernel drops the lock with the process, so a
-SIGKILLed daemon leaves nothing that blocks the next one.
+(their sockets can share the port). ``claim("dhcp4", "lan0")`` binds and listens
+on the abstract address ``@v6mostly-dhcp4-lan0``. Abstract Unix addresses belong
+to the network namespace, so the same interface name in another namespace is
+another link; they need no file (a hardened unit with a read-only /run can hold
+one), and the kernel frees them with the process, so a SIGKILLed daemon leaves
+nothing behind. A second claim fails with the holder's pid (``SO_PEERCRED``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
+import socket
+import struct
 
 from ..errors import V6mostlyError
 
-LOCK_DIR = "/run/v6mostly/lock"
+SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 
 
 class InstanceLocked(V6mostlyError):
     pass
 
 
-def _netns() -> int:
+def lock_address(kind: str, name: str) -> str:
+    return f"\0v6mostly-{kind}-{name}"
+
+
+def claim(kind: str, name: str) -> socket.socket:
+    """Hold the lock for ``kind`` on ``name`` (close the socket to release it)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        return os.stat("/proc/self/ns/net").st_ino
+        s.bind(lock_address(kind, name))
+        s.listen(1)
+        return s
     except OSError:
-        return 0
-
-
-def lock_path(kind: str, name: str, lock_dir: str = LOCK_DIR) -> str:
-    return os.path.join(lock_dir, f"{kind}-{_netns()}-{name}.lock")
-
-
-def claim(kind: str, name: str, lock_dir: str = LOCK_DIR) -> int:
-    """Hold the lock for ``kind`` on ``name``; returns its fd (close it to release)."""
-    os.makedirs(lock_dir, mode=0o755, exist_ok=True)
-    path = lock_path(kind, name, lock_dir)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = ""
-        with contextlib.suppress(OSError, ValueError):
-            holder = f" (pid {int(os.pread(fd, 32, 0).split()[0])})"
-        os.close(fd)
-        raise InstanceLocked(
-            f"interface {name}: another {kind} server{holder} serves it already ({path})"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        s.close()
+    holder = ""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError, struct.error):
+        c.settimeout(1.0)
+        c.connect(lock_address(kind, name))
+        pid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, 12))[0]
+        holder = f" (pid {pid})"
+    c.close()
+    raise InstanceLocked(f"interface {name}: another {kind} server{holder} serves it already")

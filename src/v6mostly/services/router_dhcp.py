@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import struct
 import time
@@ -143,7 +142,7 @@ class Dhcp4Service:
         self.logged_at = -LOG_EVERY
         self.logged: Counter[str] = Counter()
         #: instance locks held on the served interfaces (see linux.instance_lock)
-        self.locks: list[int] = []
+        self.locks: list[socket.socket] = []
 
     def _socket(self, device: str | None) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -268,6 +267,6 @@ class Dhcp4Service:
             s.close()
         self.own.clear()
         self.sock = None
-        for fd in self.locks:
-            os.close(fd)
+        for lock in self.locks:
+            lock.close()
         self.locks = []
