@@ -246,6 +246,7 @@ def test_dhcpcd_gets_ipv6_only_preferred_and_no_ipv4(site: Site) -> None:
         assert "inet " not in addrs  # no IPv4 address, and no 169.254 IPv4LL either
         assert "told IPv6-only for 300 s on lan0 (option 108, RFC 8925; subnet lan0)" in site.log()
         assert site.metrics()['v6mostly_dhcp4_clients{path="ipv6_only"}'] == 1
+        assert site.metrics()['v6mostly_dhcp4_clients_seen{asks_108="yes"}'] == 1
     finally:
         p.terminate()
         p.wait(10)
@@ -346,6 +347,7 @@ def _ctl_checks(s: Site) -> None:
     assert m['v6mostly_dhcp4_pool_size{subnet="lan0"}'] == 100
     assert m['v6mostly_dhcp4_clients{path="dual_stack"}'] == 1
     assert m['v6mostly_dhcp4_clients{path="ipv6_only"}'] == 0
+    assert m['v6mostly_dhcp4_clients_seen{asks_108="yes"}'] == 1  # asked, class said no
     key = 'v6mostly_dhcp4_v6only_decisions_total{reason="class legacy-lab: v6only off",told_ipv6_only="no"}'
     assert m[key] >= 1, {k: v for k, v in m.items() if "decisions" in k}
     assert m['v6mostly_ra_send_errors_total{interface="lan0"}'] == 0

@@ -96,6 +96,10 @@ class ClientClass:
         return not (self.subnets and subnet not in self.subnets)
 
 
+#: The reason for a client that did not ask (option 55 without 108).
+NOT_REQUESTED = "client did not request option 108"
+
+
 @dataclass
 class V6OnlyPolicy:
     classes: list[ClientClass] = field(default_factory=list)
@@ -105,7 +109,7 @@ class V6OnlyPolicy:
     ) -> tuple[bool, str]:
         """(send option 108?, why) for a client that asked for it."""
         if Opt.V6ONLY_PREFERRED not in msg.param_requests():
-            return False, "client did not request option 108"
+            return False, NOT_REQUESTED
         for c in self.classes:
             if c.v6only is not None and c.matches(msg, subnet):
                 if not c.v6only:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..dhcp4.policy import NOT_REQUESTED
+
 if TYPE_CHECKING:
     from .router import Router
 
@@ -108,6 +110,16 @@ class RouterCollector(Collector):
             cl.add_metric(["ipv6_only"], told)
             cl.add_metric(["dual_stack"], bound)
             yield cl
+            recent = [d for d in list(r.dhcp.server.decisions.values()) if now - d.time < 86400]
+            asked = sum(1 for d in recent if d.why != NOT_REQUESTED)
+            seen = GaugeMetricFamily(
+                "v6mostly_dhcp4_clients_seen",
+                "Distinct clients in the last 24 h, by whether they ask for option 108 (RFC 8925)",
+                labels=["asks_108"],
+            )
+            seen.add_metric(["yes"], asked)
+            seen.add_metric(["no"], len(recent) - asked)
+            yield seen
             size = GaugeMetricFamily(
                 "v6mostly_dhcp4_pool_size", "Addresses in the pools", labels=["subnet"]
             )
