@@ -59,19 +59,68 @@ def nsrun(ns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProce
     )
 
 
+class NamespaceSet:
+    """The one namespace harness of the tests that build their own topology (the
+    router tests, the attack labs, the service tests): namespaces named
+    ``PREFIX-ID-ROLE`` with a per-run id, lo up, DAD off; veth pairs between them;
+    ``close()`` kills every process in them and deletes them, also after a failure.
+    (The product's lab, ``v6mostly.lab``, is the other, bigger harness.)"""
+
+    def __init__(self, prefix: str, run_id: str | None = None) -> None:
+        require_root()
+        self.prefix = prefix
+        self.id = run_id or os.urandom(3).hex()
+        self.roles: list[str] = []
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}-{self.id}-{role}"
+
+    def add(self, *roles: str) -> None:
+        for role in roles:
+            subprocess.run(["ip", "netns", "add", self.ns(role)], check=True)
+            self.roles.append(role)
+            for argv in (
+                ("ip", "link", "set", "lo", "up"),
+                ("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"),
+                ("sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"),
+            ):
+                nsrun(self.ns(role), *argv)
+
+    def veth(self, a: str, a_if: str, b: str, b_if: str, up: bool = True) -> None:
+        subprocess.run(
+            [*("ip", "-n", self.ns(a), "link", "add", a_if, "type", "veth"),
+             *("peer", "name", b_if, "netns", self.ns(b))],
+            check=True,
+        )  # fmt: skip
+        if up:
+            nsrun(self.ns(a), "ip", "link", "set", a_if, "up")
+            nsrun(self.ns(b), "ip", "link", "set", b_if, "up")
+
+    def close(self) -> None:
+        for role in self.roles:
+            ns = self.ns(role)
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+            ).stdout
+            for p in pids.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(p), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+    def all_gone(self) -> bool:
+        return all(
+            subprocess.run(["ip", "netns", "pids", self.ns(r)], capture_output=True).returncode != 0
+            for r in self.roles
+        )
+
+
 @contextlib.contextmanager
 def throwaway_netns(prefix: str) -> Iterator[str]:
-    """A namespace with lo up, named with a per-run suffix; removed with every process
+    """One namespace with lo up, named with a per-run suffix; removed with every process
     in it at the end, also on failure."""
-    require_root()
-    name = prefix + os.urandom(3).hex()
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    nss = NamespaceSet(prefix.rstrip("-"))
     try:
-        nsrun(name, "ip", "link", "set", "lo", "up")
-        yield name
+        nss.add("ns")
+        yield nss.ns("ns")
     finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
-        for p in pids.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(p), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        nss.close()

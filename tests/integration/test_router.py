@@ -11,7 +11,6 @@ files are never touched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import require_root, wait_for
+from tests.integration.lab_helpers import NamespaceSet, require_root, wait_for
 from v6mostly.lab.topology import dnsmasq_argv
 from v6mostly.metrics import parse_exposition
 
@@ -72,17 +71,21 @@ listen = "127.0.0.1:9466"
 
 @dataclass
 class Site:
-    id: str
+    nss: NamespaceSet
     dir: Path
     router: subprocess.Popen[bytes] | None = None
 
     @property
+    def id(self) -> str:
+        return self.nss.id
+
+    @property
     def rtr(self) -> str:
-        return f"v6m-{self.id}-rtr"
+        return self.nss.ns("rtr")
 
     @property
     def cl(self) -> str:
-        return f"v6m-{self.id}-cl"
+        return self.nss.ns("cl")
 
     def run(
         self, ns: str, *argv: str, check: bool = True, timeout: float = 30
@@ -152,12 +155,7 @@ class Site:
 
 
 def _cleanup(site: Site) -> None:
-    for ns in (site.rtr, site.cl):
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-        for p in pids.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(p), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    site.nss.close()
 
 
 def site_text(tmp_path: Path, lease_time: int = 3600, dns_extra: str = "") -> str:
@@ -167,39 +165,22 @@ def site_text(tmp_path: Path, lease_time: int = 3600, dns_extra: str = "") -> st
 def make_site(
     tmp_path: Path, lease_time: int = 3600, client_mac: str | None = None, dns_extra: str = ""
 ) -> Site:
-    s = Site(os.urandom(3).hex(), tmp_path)
+    s = Site(NamespaceSet("v6m"), tmp_path)
     (tmp_path / "site.toml").write_text(site_text(tmp_path, lease_time, dns_extra))
-    for ns in (s.rtr, s.cl):
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        s.run(ns, "ip", "link", "set", "lo", "up")
-        s.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
-        s.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
-    subprocess.run(
-        [
-            "ip",
-            "-n",
-            s.rtr,
-            "link",
-            "add",
-            "lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            s.cl,
-        ],
-        check=True,
-    )
-    s.run(s.rtr, "ip", "addr", "add", "198.51.100.1/24", "dev", "lan0")
-    s.run(s.rtr, "ip", "addr", "add", "2001:db8:1::1/64", "dev", "lan0")
-    s.run(s.rtr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-    s.run(s.rtr, "ip", "link", "set", "lan0", "up")
-    if client_mac:
-        s.run(s.cl, "ip", "link", "set", "eth0", "address", client_mac)
-    s.run(s.cl, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
-    s.run(s.cl, "ip", "link", "set", "eth0", "up")
+    try:
+        s.nss.add("rtr", "cl")
+        s.nss.veth("rtr", "lan0", "cl", "eth0", up=False)
+        s.run(s.rtr, "ip", "addr", "add", "198.51.100.1/24", "dev", "lan0")
+        s.run(s.rtr, "ip", "addr", "add", "2001:db8:1::1/64", "dev", "lan0")
+        s.run(s.rtr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        s.run(s.rtr, "ip", "link", "set", "lan0", "up")
+        if client_mac:
+            s.run(s.cl, "ip", "link", "set", "eth0", "address", client_mac)
+        s.run(s.cl, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
+        s.run(s.cl, "ip", "link", "set", "eth0", "up")
+    except BaseException:
+        s.nss.close()  # nothing left behind when the build fails half way
+        raise
     return s
 
 

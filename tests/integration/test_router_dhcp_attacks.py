@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 from pyroute2.netns import popns, pushns
 
-from tests.integration.lab_helpers import nsrun, require_root, wait_for
+from tests.integration.lab_helpers import NamespaceSet, nsrun, require_root, wait_for
 from v6mostly.dhcp4.message import DhcpError, Message, MessageType, Opt, build_suboptions
 from v6mostly.metrics import parse_exposition
 
@@ -119,15 +119,19 @@ class Sent:
 
 @dataclass
 class Lab:
-    id: str
+    nss: NamespaceSet
     dir: Path
     router: subprocess.Popen[bytes] | None = None
     siit: subprocess.Popen[bytes] | None = None
     figures: dict[str, object] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def id(self) -> str:
+        return self.nss.id
+
     def ns(self, role: str) -> str:
-        return f"v6d-{self.id}-{role}"
+        return self.nss.ns(role)
 
     def run(self, role: str, *argv: str, timeout: float = 30) -> str:
         r = nsrun(self.ns(role), *argv, timeout=timeout)
@@ -223,37 +227,10 @@ class Lab:
         return p.read_text() if p.exists() else ""
 
 
-def _cleanup(lab: Lab) -> None:
-    for role in ("rtr", "cl", "inet", "plat", "v6cl"):
-        ns = lab.ns(role)
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-        for p in pids.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(p), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-
-
-def _veth(lab: Lab, a: str, a_if: str, b: str, b_if: str) -> None:
-    subprocess.run(
-        [
-            *("ip", "-n", lab.ns(a), "link", "add", a_if, "type", "veth"),
-            *("peer", "name", b_if, "netns", lab.ns(b)),
-        ],
-        check=True,
-    )
-    lab.run(a, "ip", "link", "set", a_if, "up")
-    lab.run(b, "ip", "link", "set", b_if, "up")
-
-
 def build(lab: Lab, plat: bool = False) -> None:
-    roles = ["rtr", "cl", "inet"] + (["plat", "v6cl"] if plat else [])
-    for role in roles:
-        subprocess.run(["ip", "netns", "add", lab.ns(role)], check=True)
-        lab.run(role, "ip", "link", "set", "lo", "up")
-        lab.run(role, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
-        lab.run(role, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
-    _veth(lab, "rtr", "lan0", "cl", "eth0")
-    _veth(lab, "rtr", "wan0", "inet", "eth0")
+    lab.nss.add("rtr", "cl", "inet", *(["plat", "v6cl"] if plat else []))
+    lab.nss.veth("rtr", "lan0", "cl", "eth0")
+    lab.nss.veth("rtr", "wan0", "inet", "eth0")
     lab.run("rtr", "ip", "addr", "add", f"{ROUTER}/24", "dev", "lan0")
     lab.run("rtr", "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "wan0")
     lab.run("rtr", "ip", "route", "add", "198.51.100.128/25", "via", "192.0.2.50")
@@ -263,8 +240,8 @@ def build(lab: Lab, plat: bool = False) -> None:
     lab.run("inet", "ip", "addr", "add", f"{INTERNET}/24", "dev", "eth0")
     lab.run("inet", "ip", "route", "add", "default", "via", OUTSIDE)
     if plat:
-        _veth(lab, "rtr", "plat0", "plat", "v4")
-        _veth(lab, "v6cl", "eth0", "plat", "v6")
+        lab.nss.veth("rtr", "plat0", "plat", "v4")
+        lab.nss.veth("v6cl", "eth0", "plat", "v6")
         lab.run("rtr", "ip", "addr", "add", "198.51.100.1/25", "dev", "plat0")
         lab.run("rtr", "ip", "route", "add", "198.51.100.100/32", "via", "198.51.100.2")
         lab.run("plat", "ip", "addr", "add", "198.51.100.2/25", "dev", "v4")
@@ -300,17 +277,15 @@ def start_siit(lab: Lab) -> None:
 
 def _lab(tmp_path: Path, name: str, plat: bool) -> Iterator[Lab]:
     require_root()
-    lab = Lab(os.urandom(3).hex(), tmp_path)
+    lab = Lab(NamespaceSet("v6d"), tmp_path)
     try:
         build(lab, plat)
         yield lab
     finally:
-        _cleanup(lab)
+        lab.nss.close()
         if lab.figures:
             print(f"\nFIGURES {name}: {json.dumps(lab.figures)}")
-    for role in ("rtr", "cl", "inet", "plat", "v6cl"):
-        ns = lab.ns(role)
-        assert subprocess.run(["ip", "netns", "pids", ns], capture_output=True).returncode != 0
+    assert lab.nss.all_gone()
 
 
 @pytest.fixture
