@@ -237,7 +237,8 @@ class Siit:
             elif k.startswith("v6mostly_translated_packets_total{"):
                 _, direction, _, proto, _ = k.split('"')
                 out[f"translated_{direction}_{proto}"] = v
-            elif "{" not in k:
+            elif "{" not in k and k.startswith("v6mostly_"):
+                # the translator's own (not process_*/python_*: they move by themselves)
                 out[k.removeprefix("v6mostly_").removesuffix("_total")] = v
         return out
 

@@ -1,4 +1,4 @@
-"""``v6mostly lab up|down|status|exec`` and the end-to-end demo."""
+"""``v6mostly lab up|plan|down|status|exec`` and the end-to-end demo."""
 
 from __future__ import annotations
 
@@ -21,18 +21,35 @@ def _pick(lab_id: str | None) -> Lab:
     raise LabError(f"several labs are up ({', '.join(ids)}): pass --lab ID")
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    cfg = LabConfig(
+def _config(args: argparse.Namespace) -> LabConfig:
+    return LabConfig(
         translator=args.translator,
         queues=args.queues,
         offload=not args.no_offload,
         ipv4_mtu=args.ipv4_mtu,
         site=args.site,
     )
-    lab = Lab(args.lab or new_id(), cfg)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab(args.lab or new_id(), _config(args))
     lab.up()
     print(lab.status())
     print(f"lab {lab.id} is up; remove it with: v6mostly lab down {lab.id}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """What ``lab up`` with the same options would build (nothing is touched)."""
+    from .plan import plan_lab
+
+    lab = Lab(args.lab or new_id(), _config(args))
+    plan = plan_lab(lab.config, lab.id, lab.dir)
+    print("\n".join(plan.describe()))
+    if args.contents:
+        for f in plan.files:
+            if isinstance(f.content, str) and f.path.endswith((".toml", ".conf")):
+                print(f"\n# --- {f.path}\n{f.content}", end="")
     return 0
 
 
@@ -78,17 +95,21 @@ def add_lab_parser(sub: Any) -> None:
     lab = sub.add_parser("lab", help="an IPv6-mostly site in network namespaces")
     ls = lab.add_subparsers(dest="lcmd", required=True, parser_class=type(lab))
     up = ls.add_parser("up", help="build the lab and start its daemons")
-    up.add_argument("--lab", help="lab id (default: random)")
-    up.add_argument("--translator", choices=("v6mostly", "tayga", "none"), default="v6mostly")
-    up.add_argument("--queues", type=int, default=0)
-    up.add_argument("--no-offload", action="store_true")
-    up.add_argument("--ipv4-mtu", type=int, default=1500, help="MTU of the IPv4 side")
-    up.add_argument(
-        "--site",
-        action="store_true",
-        help="the whole site: legacy, mostly (CLAT) and v6only clients, NAT44, inet6",
-    )
+    pl = ls.add_parser("plan", help="print what `lab up` would build (no root needed)")
+    for p in (up, pl):
+        p.add_argument("--lab", help="lab id (default: random)")
+        p.add_argument("--translator", choices=("v6mostly", "tayga", "none"), default="v6mostly")
+        p.add_argument("--queues", type=int, default=0)
+        p.add_argument("--no-offload", action="store_true")
+        p.add_argument("--ipv4-mtu", type=int, default=1500, help="MTU of the IPv4 side")
+        p.add_argument(
+            "--site",
+            action="store_true",
+            help="the whole site: legacy, mostly (CLAT) and v6only clients, NAT44, inet6",
+        )
     up.set_defaults(func=cmd_up)
+    pl.add_argument("--contents", action="store_true", help="also print the config files")
+    pl.set_defaults(func=cmd_plan)
     dn = ls.add_parser("down", help="remove a lab (also after a crash)")
     dn.add_argument("lab_id", nargs="?")
     dn.add_argument("--all", action="store_true", help="remove every lab")

@@ -23,6 +23,10 @@ alone, so it also cleans up after a crash.
 instead: clients ``legacy``, ``mostly`` (CLAT) and ``v6only`` on one bridged
 LAN, NAT44 beside the NAT64, and an IPv6 server ``inet6``; see ``site.py``.
 
+``up`` first plans (``plan.plan_lab``: names, links, addresses, routes,
+sysctls, files and processes, as data; ``v6mostly lab plan`` prints it), then
+applies that plan (``apply.apply_plan``).
+
 The translator can be ``v6mostly`` (default), ``tayga`` (Debian's TAYGA behind
 the same NAPT66 table, for comparison) or ``none`` (plain IPv6 forwarding to a
 server that also has IPv6: the ceiling).
@@ -42,8 +46,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import V6mostlyError
+
+if TYPE_CHECKING:
+    from .plan import LabPlan
 
 RUN_DIR = "/run/v6mostly-lab"
 PREFIX = "v6m-"
@@ -128,6 +136,8 @@ class Lab:
     id: str
     config: LabConfig = field(default_factory=LabConfig)
     pids: dict[str, int] = field(default_factory=dict)
+    #: what ``up`` built (``plan.plan_lab``); None for a lab loaded from its state
+    plan: LabPlan | None = field(default=None, repr=False, compare=False)
 
     # -- names -------------------------------------------------------------------
 
@@ -190,111 +200,11 @@ class Lab:
             raise
 
     def _build(self) -> None:
-        from pyroute2 import IPRoute, netns
+        """Plan (``plan.py``: names, addresses, files, processes), then apply (``apply.py``)."""
+        from .apply import apply_plan
+        from .plan import plan_lab
 
-        cfg = self.config
-        for node in self.nodes:
-            netns.create(self.ns(node))
-            for k in (
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-                "net.ipv6.conf.all.accept_ra=0",
-                "net.ipv6.conf.default.accept_ra=0",
-            ):
-                self.exec(node, ["sysctl", "-qw", k])
-            # No ICMP rate limits in the lab: a traceroute's parallel probes would
-            # otherwise lose answers (a lab choice; real hosts keep their limits).
-            self.exec(node, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
-            self.exec(node, ["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"])
-        self.save()
-        if cfg.site:
-            from .site import build_site
-
-            build_site(self)
-            return
-        c_ns, _p_ns, i_ns = (f"/run/netns/{self.ns(n)}" for n in NODES)
-        with IPRoute(netns=self.ns("plat")) as ipr:
-            ipr.link("add", ifname="c6", kind="veth", peer={"ifname": "eth0", "net_ns_fd": c_ns})
-            ipr.link("add", ifname="i4", kind="veth", peer={"ifname": "eth0", "net_ns_fd": i_ns})
-            lo = ipr.link_lookup(ifname="lo")[0]
-            ipr.link("set", index=lo, state="up")
-            c6 = ipr.link_lookup(ifname="c6")[0]
-            i4 = ipr.link_lookup(ifname="i4")[0]
-            ipr.addr("add", index=c6, address=PLAT_V6, prefixlen=64)
-            if cfg.router:
-                ipr.addr("add", index=c6, address=LAN4_ROUTER, prefixlen=24)
-            ipr.addr("add", index=i4, address=PLAT_V4, prefixlen=24)
-            if cfg.translator == "none":
-                ipr.addr("add", index=i4, address="2001:db8:2::1", prefixlen=64)
-            ipr.link("set", index=c6, state="up")
-            ipr.link("set", index=i4, state="up", mtu=cfg.ipv4_mtu)
-        with IPRoute(netns=self.ns("client6")) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            e = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=e, address=CLIENT, prefixlen=64)
-            ipr.addr("add", index=e, address=CLIENT_B, prefixlen=64)
-            ipr.link("set", index=e, state="up")
-            ipr.route("add", dst="::/0", gateway=PLAT_V6, oif=e)
-        if cfg.router:
-            # The client listens to our RAs (SLAAC, PREF64, RDNSS) and resolves through
-            # the router's DNS: /etc/netns/NAME/ is what `ip netns exec` mounts over /etc.
-            self.exec("client6", ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1"])
-            os.makedirs(self.etc_dir, exist_ok=True)
-            with open(os.path.join(self.etc_dir, "resolv.conf"), "w") as f:
-                f.write(f"nameserver {PLAT_V6}\n")
-        with IPRoute(netns=self.ns("inet4")) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            e = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=e, address=SERVER4, prefixlen=24)
-            if cfg.translator == "none":
-                ipr.addr("add", index=e, address=SERVER6_NATIVE, prefixlen=64)
-            ipr.link("set", index=e, state="up", mtu=cfg.ipv4_mtu)
-            ipr.route("add", dst="198.51.100.0/24", gateway=PLAT_V4, oif=e)
-            if cfg.translator == "none":
-                ipr.route("add", dst=CLIENT_NET, gateway="2001:db8:2::1", oif=e)
-        if cfg.verify_checksums:
-            self.exec("client6", ["ethtool", "-K", "eth0", "rx", "off"])
-            self.exec("inet4", ["ethtool", "-K", "eth0", "rx", "off"])
-            self.exec("plat", ["ethtool", "-K", "c6", "tx", "off"])
-            self.exec("plat", ["ethtool", "-K", "i4", "tx", "off"])
-        self._start_servers()
-        if cfg.router:
-            self._start_router()
-        if cfg.translator == "v6mostly":
-            self._start_v6mostly()
-        elif cfg.translator == "tayga":
-            self._start_tayga()
-        elif cfg.translator == "none":
-            self.exec("plat", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
-        else:
-            raise LabError(f"translator {cfg.translator!r}: expected v6mostly, tayga or none")
-        self.save()
-        self.wait_ready()
-
-    def _start_servers(self, extra_records: Sequence[str] = ()) -> None:
-        www = self.path("www")
-        os.makedirs(www, exist_ok=True)
-        with open(os.path.join(www, "index.html"), "w") as f:
-            f.write("hello from the IPv4-only Internet\n")
-        with open(os.path.join(www, "1m.bin"), "wb") as f:
-            f.write(bytes(range(256)) * 4096)
-        bind = SERVER6_NATIVE if self.config.translator == "none" else SERVER4
-        self.spawn(
-            "inet4",
-            "http",
-            [sys.executable, "-m", "http.server", "80", "--bind", bind, "--directory", www],
-        )
-        self.spawn("inet4", "iperf3", ["iperf3", "-s"])
-        self.spawn(
-            "inet4",
-            "dns",
-            dnsmasq_argv(
-                self.path("dnsmasq.pid"),
-                SERVER4,
-                [f"{SERVER_NAME},{SERVER4}", *extra_records],
-                local="example.net",
-            ),
-        )
+        apply_plan(self, plan_lab(self.config, self.id, self.dir))
 
     @property
     def etc_dir(self) -> str:
@@ -302,7 +212,10 @@ class Lab:
 
     def etc_dir_of(self, node: str) -> str:
         """What ``ip netns exec`` mounts over /etc in ``node`` (resolv.conf)."""
-        return f"/etc/netns/{self.ns(node)}"
+        from .plan import etc_dir
+
+        self.ns(node)  # a node of this lab
+        return etc_dir(self.id, node)
 
     def site_config(self) -> str:
         """The router's site file (``configs.site_toml``)."""
@@ -310,58 +223,11 @@ class Lab:
 
         return site_toml(self.id, self.config.site, self.path("leases.sqlite"))
 
-    def _start_router(self) -> None:
-        conf = self.path("site.toml")
-        with open(conf, "w") as f:
-            f.write(self.site_config())
-        argv = ["router", "--config", conf, "--control-socket", self.path("router.sock")]
-        self.spawn("plat", "router", [sys.executable, "-m", "v6mostly", *argv])
-
     def plat_config(self, site: str | None = None) -> str:
         """The PLAT's file; with ``site`` the Pref64 comes from the site file (written once)."""
         from .configs import plat_toml
 
         return plat_toml(self.id, self.config, site)
-
-    def _start_v6mostly(self) -> None:
-        conf = self.path("plat.toml")
-        with open(conf, "w") as f:
-            f.write(self.plat_config(self.path("site.toml") if self.config.router else None))
-        argv = ["plat", "--config", conf, "--control-socket", self.path("plat.sock")]
-        self.spawn("plat", "plat", [sys.executable, "-m", "v6mostly", *argv])
-
-    def _start_tayga(self) -> None:
-        """TAYGA as the translator, behind the same NAPT66 table."""
-        from ..config import load
-        from ..services.plat_rules import render_plat_table
-
-        conf = self.path("plat.toml")
-        with open(conf, "w") as f:
-            f.write(self.plat_config())
-        s = load(conf, plat=True)
-        data = self.path("tayga")
-        os.makedirs(data, exist_ok=True)
-        tconf = self.path("tayga.conf")
-        with open(tconf, "w") as f:
-            f.write(
-                f"tun-device nat64\nipv4-addr {XLAT4}\nipv6-addr {XLAT6}\n"
-                f"prefix {PREF64}\nmap {OUTER4} {OUTER6}\ndata-dir {data}\n"
-            )
-        self.exec("plat", ["tayga", "--config", tconf, "--mktun"])
-        self.exec("plat", ["ip", "link", "set", "nat64", "up", "txqueuelen", "10000"])
-        if self.config.rps:
-            mask = f"{(1 << (os.cpu_count() or 1)) - 1:x}"
-            self.exec(
-                "plat", ["sh", "-c", f"echo {mask} > /sys/class/net/nat64/queues/rx-0/rps_cpus"]
-            )
-        for r in (PREF64, f"{OUTER4}/32", f"{XLAT4}/32", f"{XLAT6}/128"):
-            self.exec("plat", ["ip", "route", "add", r, "dev", "nat64"])
-        self.exec("plat", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        self.exec("plat", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
-        with open(self.path("nft.conf"), "w") as f:
-            f.write(render_plat_table(s))
-        self.exec("plat", ["nft", "-f", self.path("nft.conf")])
-        self.spawn("plat", "tayga", ["tayga", "--config", tconf, "--nodetach"])
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the translator runs and the servers listen."""
