@@ -233,7 +233,8 @@ def _setup_logging(verbose: bool, log_format: str = "text") -> None:
 
 
 def _siit_settings(args: argparse.Namespace) -> object:
-    from .config import Settings, TunSettings, load
+    from .config import Settings, load, parse_tun
+    from .config_reader import Reader
 
     if args.config:
         return load(args.config, plat=False)
@@ -247,16 +248,18 @@ def _siit_settings(args: argparse.Namespace) -> object:
         from .config_reader import listen_address
 
         listen_address(args.metrics)
+    # The flags go through the file's validators (one TUN-name rule, one MTU range, ...).
+    tun_table = {
+        "name": args.tun,
+        "mtu": args.mtu,
+        "queues": args.queues,
+        "offload": not args.no_offload,
+        "txqueuelen": args.txqueuelen,
+        "rps": not args.no_rps,
+    }
     return Settings(
         source="<command line>",
-        tun=TunSettings(
-            name=args.tun,
-            mtu=args.mtu,
-            queues=args.queues,
-            offload=not args.no_offload,
-            txqueuelen=args.txqueuelen,
-            rps=not args.no_rps,
-        ),
+        tun=parse_tun(Reader("command line", "tun", tun_table)),
         translator=cfg,
         napt66=None,
         metrics_listen=args.metrics or "",

@@ -188,9 +188,7 @@ def parse_translator(r: _Reader) -> TranslatorConfig:
 
 
 def parse_tun(r: _Reader) -> TunSettings:
-    name = r.get("name", str, "nat64")
-    if not name or len(name) > 15 or any(c in name for c in "/ \t"):
-        raise r.fail("name", name, "expected an interface name of 1-15 characters")
+    name = check_ifname(r, "name", r.get("name", str, "nat64"))
     t = TunSettings(
         name=name,
         mtu=r.integer("mtu", 1500, 1280, 65535),

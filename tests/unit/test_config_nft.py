@@ -674,3 +674,16 @@ def test_gso_superpacket_is_not_too_big_for_the_tun_mtu() -> None:
         assert out[0] >> 4 == (6 if v4 else 4)  # translated, not an ICMP error
         assert xl.gso is False
     assert sum(xl.stats.drops) == 0
+
+
+def test_siit_flags_go_through_the_files_validators(capsys: pytest.CaptureFixture[str]) -> None:
+    """One TUN-name rule and one MTU range for `siit.toml` and for `siit` flags."""
+    from v6mostly.cli import main
+
+    assert main(["siit", "--tun", "a/b", "--pool6", "64:ff9b::/96", "--dry-run"]) == 2
+    assert 'command line: [tun] name = "a/b": expected an interface name of 1-15' in (
+        capsys.readouterr().err
+    )
+    assert main(["siit", "--mtu", "99", "--pool6", "64:ff9b::/96", "--dry-run"]) == 2
+    assert "[tun] mtu = 99: expected an integer from 1280 to 65535" in capsys.readouterr().err
+    assert main(["siit", "--tun", "xl0", "--pool6", "64:ff9b::/96", "--dry-run"]) == 0
