@@ -106,6 +106,33 @@ s.sendto(b"x", ("{_server6()}", 9999))
     assert ctl(lab, "status").returncode == 0  # still running
 
 
+def test_sighup_applies_napt66_and_names_tun_changes(lab: Lab) -> None:
+    """[napt66]: new one-shot UDP ports land in the running nft table (same table,
+    counters kept); [tun]: named as needing a restart, not silently ignored."""
+    conf = Path(lab.path("plat.toml"))
+    good = conf.read_text()
+    assert "udp_oneshot_ports = [53, 123]" in good and "mtu = 1500" in good
+    table = lab.exec("plat", ["nft", "list", "table", "inet", "v6mostly_nat64"]).stdout
+    assert "5353" not in table
+    conf.write_text(
+        good.replace("udp_oneshot_ports = [53, 123]", "udp_oneshot_ports = [53, 123, 5353]")
+    )
+    try:
+        r = ctl(lab, "reload")
+        assert r.returncode == 0 and "plat.toml applied" in r.stdout, r.stdout
+        table = lab.exec("plat", ["nft", "list", "table", "inet", "v6mostly_nat64"]).stdout
+        assert "5353" in table, table
+        conf.write_text(conf.read_text().replace("mtu = 1500", "mtu = 1400"))
+        r = ctl(lab, "reload")
+        assert r.returncode == 0 and "[tun] and [metrics] changes need a restart" in r.stdout, (
+            r.stdout
+        )
+        assert "mtu 1500" in lab.exec("plat", ["ip", "link", "show", "nat64"]).stdout
+    finally:
+        conf.write_text(good)
+        ctl(lab, "reload")
+
+
 def test_port_exhaustion_is_counted_and_logged(lab: Lab) -> None:
     conf = Path(lab.path("plat.toml"))
     text = conf.read_text()

@@ -516,6 +516,67 @@ def test_sighup_withdraws_the_old_pref64_and_stop_sends_lifetime_zero(site: Site
     assert rows and rows[-1][2] == "0", rows  # the final RA: router lifetime 0
 
 
+def test_sighup_applies_interface_changes_to_the_next_ras(site: Site) -> None:
+    """[[interface]]: a new DNSSL and RDNSS go out in the RAs right after the reload."""
+    conf = site.dir / "site.toml"
+    conf.write_text(
+        conf.read_text()
+        .replace('dnssl = ["example.net"]', 'dnssl = ["reloaded.example"]')
+        .replace('rdnss = ["2001:db8:1::1"]', 'rdnss = ["2001:db8:1::53"]')
+    )
+    r = []
+
+    def reload() -> None:
+        r.append(_ctl(site, "reload"))
+
+    fields = ("icmpv6.opt.dnssl", "icmpv6.opt.rdnss")
+    rows = _capture_ras(site, 6, reload, fields=fields)
+    assert r and r[0].returncode == 0 and "applied" in r[0].stdout, r
+    assert any("reloaded.example" in row[0] and "2001:db8:1::53" in row[1] for row in rows), rows
+
+
+def test_sighup_applies_class_changes(tmp_path: Path) -> None:
+    """[[class]]: the legacy class turned to v6only = true; the same client, asking for
+    108 again, is now told IPv6-only (before the reload it got a lease)."""
+    require_root()
+    s = make_site(tmp_path, client_mac="02:00:5e:00:00:01")
+    try:
+        s.start_router()
+        conf = s.dir / "dhcpcd.conf"
+        conf.write_text("option ipv6_only_preferred\nnoipv6rs\nnoipv6\nnoarp\n")
+        cmd = f"dhcpcd -B -d -4 -f {conf} -c {hook(s, 'dhcpcd')} eth0"
+        p = s.client(cmd, "dhcpcd")
+        try:
+            assert wait_for(lambda: "leased 198.51.100." in s.out("dhcpcd"), 20), s.out("dhcpcd")
+        finally:
+            p.terminate()
+            p.wait(10)
+        site_toml = s.dir / "site.toml"
+        text = site_toml.read_text()
+        assert 'mac_prefix = ["02:00:5e"]\nv6only = false' in text
+        site_toml.write_text(
+            text.replace(
+                'mac_prefix = ["02:00:5e"]\nv6only = false',
+                'mac_prefix = ["02:00:5e"]\nv6only = true',
+            )
+        )
+        r = _ctl(s, "reload")
+        assert r.returncode == 0 and "applied" in r.stdout, r.stdout + r.stderr
+        s.run(s.cl, "ip", "-4", "addr", "flush", "dev", "eth0")
+        p = s.client(cmd, "dhcpcd2")
+        try:
+            assert wait_for(lambda: "IPv6-Only Preferred received" in s.out("dhcpcd2"), 20), s.out(
+                "dhcpcd2"
+            )
+        finally:
+            p.terminate()
+            p.wait(10)
+        out = _ctl(s, "leases", "--v6only").stdout
+        assert "02:00:5e:00:00:01  lan0       IPv6-only" in out and "(class legacy-lab)" in out, out
+    finally:
+        _cleanup(s)
+
+
 def test_dns_forwarding_and_dns64_with_a_real_upstream(tmp_path: Path) -> None:
     require_root()
     s = make_site(tmp_path, dns_extra='upstream = "127.0.0.1"\ndns64 = true')
