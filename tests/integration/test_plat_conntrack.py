@@ -133,6 +133,30 @@ def test_sighup_applies_napt66_and_names_tun_changes(lab: Lab) -> None:
         ctl(lab, "reload")
 
 
+def test_sighup_applies_translator_eam_and_its_route(lab: Lab) -> None:
+    """[translator]/[routing]: a new EAM entry is translated after the reload, and the
+    route for its IPv4 side goes into the TUN (the PLAT manages its routes)."""
+    conf = Path(lab.path("plat.toml"))
+    good = conf.read_text()
+    old_eam = good.split("eam = [", 1)[1].split("]", 1)[0]
+    extra = ', { ipv6 = "2001:db8:47::/121", ipv4 = "198.51.100.128/25" }'
+    assert (
+        "198.51.100.128/25" not in lab.exec("plat", ["ip", "route", "show", "dev", "nat64"]).stdout
+    )
+    conf.write_text(good.replace(f"eam = [{old_eam}]", f"eam = [{old_eam}{extra}]", 1))
+    try:
+        before = json.loads(ctl(lab, "--json", "status").stdout)[lab.path("plat.sock")]
+        r = ctl(lab, "reload")
+        assert r.returncode == 0 and "(2 EAM entries)" in r.stdout, r.stdout
+        st = json.loads(ctl(lab, "--json", "status").stdout)[lab.path("plat.sock")]
+        assert st["eam_entries"] == before["eam_entries"] + 1
+        routes = lab.exec("plat", ["ip", "route", "show", "dev", "nat64"]).stdout
+        assert "198.51.100.128/25" in routes, routes
+    finally:
+        conf.write_text(good)
+        ctl(lab, "reload")
+
+
 def test_port_exhaustion_is_counted_and_logged(lab: Lab) -> None:
     conf = Path(lab.path("plat.toml"))
     text = conf.read_text()

@@ -35,13 +35,13 @@ def lan(first: str = "198.51.100.10", last: str = "198.51.100.109", **kw: object
     return Subnet(**args)  # type: ignore[arg-type]
 
 
-def branch() -> Subnet:
+def branch(relay: str = "192.0.2.1") -> Subnet:
     return Subnet(
         name="branch",
         network=ipaddress.IPv4Network("192.0.2.0/24"),
         pools=[(int(A("192.0.2.10")), int(A("192.0.2.59")))],
         server_address=SERVER,
-        relays=[A("192.0.2.1")],
+        relays=[A(relay)],
     )
 
 
@@ -347,3 +347,25 @@ def test_reload_keeps_counters_and_client_state() -> None:
     assert new.handle(dhcp(MessageType.DISCOVER), 0.0, "lan0") is None
     # the offer made before the reload is still held for that client
     assert new.pool_usage(0.0)["lan0"].offered == 1
+
+
+def test_reload_applies_new_limits_and_relays() -> None:
+    """SIGHUP with changed [dhcp4] limits and [[relayed]] relays: the rebuilt server
+    uses the new values (its client state starts again only where the limit changed)."""
+    old = server(lan(), branch(), client_rate=10, client_burst=20)
+    for i in range(25):
+        old.handle(dhcp(MessageType.DISCOVER, xid=i), 0.0, "lan0")
+    assert old.stats.dropped["client_rate"] == 5
+    new = Dhcp4Server(
+        [lan(), branch("192.0.2.2")], old.table, None, ClientLimits(client_rate=100, client_burst=200),
+        served={"lan0"},
+    )  # fmt: skip
+    new.adopt(old)
+    # a higher burst: the same client is answered again at once
+    assert new.handle(dhcp(MessageType.DISCOVER, xid=99), 0.0, "lan0") is not None
+    # the old relay is no longer trusted for the branch, the new one is
+    rel = dhcp(MessageType.DISCOVER, mac(7), giaddr="192.0.2.1")
+    assert new.handle(rel, 0.0, "lan0", "192.0.2.1") is None
+    rel2 = dhcp(MessageType.DISCOVER, mac(8), giaddr="192.0.2.2")
+    r = new.handle(rel2, 0.0, "lan0", "192.0.2.2")
+    assert r is not None and r.address == "192.0.2.2"
