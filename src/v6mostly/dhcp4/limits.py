@@ -16,15 +16,17 @@ Theory of operation
   REQUEST (RFC 2131 §4.3.1 leaves it to the server); short, so DISCOVERs
   without REQUESTs cannot hold a pool for long.
 
-Memory is bounded: at most ``max_clients`` clients are tracked; when full,
-clients whose state has run out (a full bucket, no DECLINE in the window)
-are forgotten first, then the oldest.
+Memory is bounded: at most ``max_clients`` clients are tracked (rate: the
+least recently seen forgotten first; DECLINEs: clients whose window has run out
+first, then the oldest).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+from ..buckets import TokenBuckets
 
 
 @dataclass(frozen=True)
@@ -37,36 +39,15 @@ class ClientLimits:
     max_clients: int = 65536
 
 
-class RateLimiter:
-    """Token buckets keyed by client."""
+class RateLimiter(TokenBuckets[bytes]):
+    """Token buckets keyed by client (the shared :class:`v6mostly.buckets.TokenBuckets`)."""
 
     def __init__(self, rate: float, burst: float, max_clients: int = 65536) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_clients = max_clients
-        #: key -> (tokens, time of the last update)
-        self.buckets: dict[bytes, tuple[float, float]] = {}
+        super().__init__(rate, burst, max_clients)
 
-    def allow(self, key: bytes, now: float) -> bool:
-        b = self.buckets.get(key)
-        if b is None:
-            if len(self.buckets) >= self.max_clients:
-                self._prune(now)
-            tokens = self.burst
-        else:
-            tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
-        if tokens < 1.0:
-            self.buckets[key] = (tokens, now)
-            return False
-        self.buckets[key] = (tokens - 1.0, now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        full = self.burst / self.rate
-        for k in [k for k, (_, t) in self.buckets.items() if now - t >= full]:
-            del self.buckets[k]
-        while len(self.buckets) >= self.max_clients:
-            del self.buckets[next(iter(self.buckets))]
+    @property
+    def buckets(self) -> dict[bytes, tuple[float, float]]:
+        return self.state
 
 
 class DeclineLimiter:

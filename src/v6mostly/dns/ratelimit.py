@@ -17,35 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..buckets import TokenBuckets
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class TokenBucket:
-    """Token buckets keyed by a string: ``rate`` tokens/s up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float, max_entries: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_entries = max_entries
-        self.state: dict[str, tuple[float, float]] = {}
-
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, last = self.state.get(key, (self.burst, now))
-        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
-
-    def peek(self, key: str, now: float) -> bool:
-        """Would ``allow`` accept a query now? (no token spent)"""
-        return self._tokens(key, now) >= 1
-
-    def allow(self, key: str, now: float) -> bool:
-        tokens = self._tokens(key, now)
-        ok = tokens >= 1
-        # re-insert so the dict's order is least recently seen first
-        self.state.pop(key, None)
-        self.state[key] = (tokens - 1 if ok else tokens, now)
-        while len(self.state) > self.max_entries:
-            del self.state[next(iter(self.state))]
-        return ok
+class TokenBucket(TokenBuckets[str]):
+    """Token buckets keyed by a string (a client address or prefix)."""
 
 
 def prefix_key(client: IPAddress) -> str:
