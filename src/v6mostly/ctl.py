@@ -115,9 +115,10 @@ def render(args: argparse.Namespace, path: str, a: dict[str, Any]) -> str:
         for s in a["sessions"]:
             dst = s["destination_ipv4"] or s["destination"]
             dport = f":{s['destination_port']}" if s["destination_port"] is not None else ""
+            age = f"age {s['age']} s, " if s.get("age") is not None else ""
             lines.append(
                 f"  {s['proto']:<6} [{s['client']}]:{s['client_port']} -> {dst}{dport}"
-                f"  as [{s['outer']}]:{s['outer_port']}  expires in {s['expires_in']} s"
+                f"  as [{s['outer']}]:{s['outer_port']}  {age}expires in {s['expires_in']} s"
             )
         return "\n".join(lines)
     if args.ctl == "leases":

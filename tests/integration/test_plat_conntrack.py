@@ -83,8 +83,10 @@ s.sendto(b"x", ("{_server6()}", 9999))
     r = rows[0]
     assert r["proto"] == "udp" and r["destination_ipv4"] == SERVER4
     assert r["destination_port"] == 9999 and r["expires_in"] > 0
+    assert r["age"] is not None and 0 <= r["age"] <= 30  # nf_conntrack_timestamp on
     text = ctl(lab, "sessions", "--client", r["client"]).stdout
     assert f"udp    [{r['client']}]:40555 -> {SERVER4}:9999  as [{r['outer']}]" in text
+    assert "  age " in text and " s, expires in " in text
     # Counters with their meaning; an unknown client has no session.
     text = ctl(lab, "stats", "--explain").stdout
     assert "packets_6to4_udp" in text and "packets translated, by direction" in text
@@ -152,6 +154,47 @@ def test_sighup_applies_translator_eam_and_its_route(lab: Lab) -> None:
         assert st["eam_entries"] == before["eam_entries"] + 1
         routes = lab.exec("plat", ["ip", "route", "show", "dev", "nat64"]).stdout
         assert "198.51.100.128/25" in routes, routes
+    finally:
+        conf.write_text(good)
+        ctl(lab, "reload")
+    routes = lab.exec("plat", ["ip", "route", "show", "dev", "nat64"]).stdout
+    assert "198.51.100.128/25" not in routes, routes  # the entry went, its route too
+
+
+def test_sighup_applies_routing_table_and_names_metrics(lab: Lab) -> None:
+    """[routing] table: the policy rule for traffic leaving the TUN follows the file
+    (added, moved, removed); [metrics] alone: named as needing a restart."""
+
+    def rules(fam: str) -> str:
+        return lab.exec("plat", ["ip", fam, "rule", "show"]).stdout
+
+    conf = Path(lab.path("plat.toml"))
+    good = conf.read_text()
+    assert "[routing]" not in good and 'listen = "' in good
+    assert "lookup 4646" not in rules("-4")
+    try:
+        for table in (4646, 4747):
+            conf.write_text(good + f"\n[routing]\ntable = {table}\n")
+            r = ctl(lab, "reload")
+            assert r.returncode == 0 and "plat.toml applied" in r.stdout, r.stdout
+            assert "need a restart" not in r.stdout, r.stdout
+            for fam in ("-4", "-6"):
+                text = rules(fam)
+                assert f"iif nat64 lookup {table}" in text, text
+                assert text.count("iif nat64 lookup") == 1, text
+        conf.write_text(good)
+        r = ctl(lab, "reload")
+        assert r.returncode == 0 and "need a restart" not in r.stdout, r.stdout
+        assert "iif nat64" not in rules("-4") + rules("-6")
+        # [metrics] alone: the running endpoint stays, the reply says why.
+        listen = good.split('listen = "', 1)[1].split('"', 1)[0]
+        host = listen.rsplit(":", 1)[0]
+        conf.write_text(good.replace(f'listen = "{listen}"', f'listen = "{host}:9999"', 1))
+        r = ctl(lab, "reload")
+        assert r.returncode == 0 and "[tun] and [metrics] changes need a restart" in r.stdout, (
+            r.stdout
+        )
+        assert "v6mostly_" in str(lab.metrics())  # still served where it was
     finally:
         conf.write_text(good)
         ctl(lab, "reload")

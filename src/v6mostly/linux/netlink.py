@@ -115,6 +115,31 @@ class Applied:
                     raise NetlinkError(f"ip rule add iif {self.dev} lookup {table}: {e}") from None
                 self.rules.append((fam, table))
 
+    def withdraw(self, pl: Plan) -> None:
+        """Remove routes and rules this instance applied that a reload no longer
+        wants (its sysctls stay until ``undo``)."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError as PrNetlinkError
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.dev)
+            for r in pl.routes:
+                if r in self.routes and idx:
+                    with contextlib.suppress(PrNetlinkError):
+                        ipr.route("del", dst=str(r), oif=idx[0])
+                    self.routes.remove(r)
+            for fam, table in pl.rules:
+                if (fam, table) in self.rules:
+                    with contextlib.suppress(PrNetlinkError):
+                        ipr.rule(
+                            "del",
+                            family=fam,
+                            iifname=self.dev,
+                            table=table,
+                            priority=RULE_PRIORITY,
+                        )
+                    self.rules.remove((fam, table))
+
     def undo(self) -> None:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError as PrNetlinkError

@@ -78,16 +78,25 @@ def counters_answer(counters: dict[str, int], req: dict[str, Any]) -> dict[str, 
 def napt66_sessions(
     outer6: set[str], pool6: str | None, client: str | None, limit: int
 ) -> dict[str, Any]:
-    """``sessions``: the NAPT66 bindings in conntrack (a dump, on demand only)."""
+    """``sessions``: the NAPT66 bindings in conntrack (a dump, on demand only).
+
+    ``age`` comes from the entry's start timestamp (the PLAT turns on
+    ``nf_conntrack_timestamp``); entries made before that have none (None)."""
     from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
     pref = ipaddress.IPv6Network(pool6) if pool6 else None
     rows: list[dict[str, Any]] = []
     total = 0
+    now_ns = time.time_ns()
     with Conntrack(nfgen_family=socket.AF_INET6) as ct:
-        for e in ct.dump_entries():
-            o, r = e.tuple_orig, e.tuple_reply
-            if r is None or o is None or r.daddr not in outer6:
+        for m in ct.dump():
+            raw_o, raw_r = m.get_attr("CTA_TUPLE_ORIG"), m.get_attr("CTA_TUPLE_REPLY")
+            if raw_o is None or raw_r is None:
+                continue
+            o = NFCTAttrTuple.from_netlink(socket.AF_INET6, raw_o)
+            r = NFCTAttrTuple.from_netlink(socket.AF_INET6, raw_r)
+            if r.daddr not in outer6:
                 continue
             if client is not None and o.saddr != client:
                 continue
@@ -99,6 +108,8 @@ def napt66_sessions(
                 a = ipaddress.IPv6Address(o.daddr)
                 if a in pref:
                     dst4 = str(ipaddress.IPv4Address(int(a) & 0xFFFFFFFF))
+            ts = m.get_attr("CTA_TIMESTAMP")
+            start = ts.get_attr("CTA_TIMESTAMP_START") if ts is not None else None
             rows.append(
                 {
                     "proto": {6: "tcp", 17: "udp", 58: "icmpv6"}.get(o.proto, str(o.proto)),
@@ -109,7 +120,8 @@ def napt66_sessions(
                     "destination_port": o.dport if o.proto in (6, 17) else None,
                     "outer": r.daddr,
                     "outer_port": r.dport if o.proto in (6, 17) else r.icmp_id,
-                    "expires_in": e.timeout,
+                    "age": max(0, (now_ns - start) // 1_000_000_000) if start else None,
+                    "expires_in": m.get_attr("CTA_TIMEOUT"),
                 }
             )
     return {"sessions": rows, "total": total, "shown": len(rows)}

@@ -15,6 +15,9 @@ from ..config import Settings
 from ..linux.netlink import Plan
 from ..linux.nft import COUNTERS, NftError, table_name
 
+#: Start timestamps on conntrack entries: the age ``ctl sessions`` shows.
+CONNTRACK_SYSCTLS = {"net/netfilter/nf_conntrack_timestamp": "1"}
+
 
 def plan(s: Settings) -> Plan:
     """Routes into the TUN: Pref64, the IPv4 side of every EAM entry (the PLAT's

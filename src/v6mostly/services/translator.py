@@ -209,6 +209,10 @@ class TranslatorService:
             nft.apply(plat_rules.render_plat_table(s))
             self.nft_applied = True
             log.info("nftables table inet %s applied", nft.table_name(t.name))
+            try:  # session ages for ``ctl sessions`` (conntrack is loaded by now)
+                self.applied.apply(netlink.Plan(sysctls=dict(plat_rules.CONNTRACK_SYSCTLS)))
+            except netlink.NetlinkError as e:
+                log.warning("%s (ctl sessions shows no ages)", e)
         counters = SharedCounters(q)
         mtu = netlink.link_mtu(t.name)
         counters.link_mtu = mtu
@@ -264,9 +268,20 @@ class TranslatorService:
         assert self.dp is not None and self.tun is not None and self.applied is not None
         old_plan = plat_rules.plan(self.s)
         new_plan = plat_rules.plan(new)
-        added = [r for r in new_plan.routes if r not in old_plan.routes]
-        if added:
-            self.applied.apply(netlink.Plan(routes=added), replace=True)
+        # The routes and rules into the TUN follow the file: [translator] EAM and
+        # pool6, [napt66] private egress, [routing] table.
+        gone = netlink.Plan(
+            routes=[r for r in old_plan.routes if r not in new_plan.routes],
+            rules=[x for x in old_plan.rules if x not in new_plan.rules],
+        )
+        added = netlink.Plan(
+            routes=[r for r in new_plan.routes if r not in old_plan.routes],
+            rules=[x for x in new_plan.rules if x not in old_plan.rules],
+        )
+        if gone.routes or gone.rules:
+            self.applied.withdraw(gone)
+        if added.routes or added.rules:
+            self.applied.apply(added, replace=True)
         new.tun = self.s.tun
         new.metrics_listen = self.s.metrics_listen
         if self.plat:
