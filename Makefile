@@ -18,7 +18,7 @@ DEBS := tshark:tshark ip:iproute2 nft:nftables ping:iputils-ping tracepath:iputi
         curl:curl traceroute:traceroute iperf3:iperf3 ethtool:ethtool dnsmasq:dnsmasq-base \
         conntrack:conntrack dig:bind9-dnsutils tayga:tayga sysctl:procps \
         dhcpcd:dhcpcd-base dhclient:isc-dhcp-client busybox:busybox kea-dhcp4:kea-dhcp4-server \
-        prometheus:prometheus promtool:prometheus
+        prometheus:prometheus promtool:prometheus bird:bird2 birdc:bird2 conntrackd:conntrackd
 debs:
 	@missing=""; for cp in $(DEBS); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -284,6 +284,15 @@ def cmd_siit(args: argparse.Namespace) -> int:
     return _serve(args, plat=False)
 
 
+def cmd_ecmp(args: argparse.Namespace) -> int:
+    """``v6mostly ecmp``: the resilient next-hop group over the PLATs (services/ecmp.py)."""
+    from .services import ecmp
+
+    if not args.dry_run:
+        _setup_logging(args.verbose, args.log_format)
+    return ecmp.main(args)
+
+
 def cmd_plat(args: argparse.Namespace) -> int:
     return _serve(args, plat=True)
 
@@ -473,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ctl import add_parser as add_ctl_parser
 
     add_ctl_parser(sub)
+    from .services.ecmp import add_parser as add_ecmp_parser
+
+    add_ecmp_parser(sub).set_defaults(func=cmd_ecmp)
     from .lab.cli import add_lab_parser
 
     add_lab_parser(sub)

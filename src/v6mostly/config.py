@@ -51,11 +51,12 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addr.rfc6052 import parse_prefix, validate_pref64
 from .config_reader import (
     Reader,
+    check_ifname,
     inline_keys,
     parse_listen,
     parse_metrics,
@@ -72,6 +73,9 @@ from .siit.ratelimit import (
     DEFAULT_RATE,
 )
 from .siit.translator import Translator, TranslatorConfig
+
+if TYPE_CHECKING:
+    from .ha.config import HaSettings
 
 _Reader = Reader
 
@@ -126,6 +130,8 @@ class Settings:
     routing_table: int = 0
     metrics_listen: str = ""
     manage_routes: bool = True
+    #: ``[ha]``: this PLAT in a group behind ECMP (bird2, conntrackd); see v6mostly.ha
+    ha: HaSettings | None = None
 
     def pref64(self) -> ipaddress.IPv6Network | None:
         return ipaddress.IPv6Network(self.translator.pool6) if self.translator.pool6 else None
@@ -346,7 +352,7 @@ def load(path: str, plat: bool) -> Settings:
                     f"site's pref64 {pref} ({spath}); write it once, in the site file"
                 )
             tr_table["pool6"] = pref
-    known = {"tun", "translator", "metrics", "routing"} | ({"napt66"} if plat else set())
+    known = {"tun", "translator", "metrics", "routing"} | ({"napt66", "ha"} if plat else set())
     for k in data:
         if k not in known:
             raise ConfigError(f"{path}: [{k}]: unknown section (expected one of {sorted(known)})")
@@ -364,12 +370,41 @@ def load(path: str, plat: bool) -> Settings:
         translator = dataclasses.replace(
             translator, icmp_ratelimit_shared=tuple(str(o.ipv6) for o in napt.outer)
         )
+    ha = None
+    if napt is not None and "ha" in data:
+        ha, translator = _parse_ha(path, data["ha"], napt, translator)
     rt = _section(path, data, "routing")
     table = rt.integer("table", 0, 0, 0xFFFFFFFF)
     manage = rt.get("routes", bool, plat)
     rt.finish()
     listen = parse_metrics(path, data)
-    return Settings(path, tun, translator, napt, table, listen, manage)
+    return Settings(path, tun, translator, napt, table, listen, manage, ha)
+
+
+def _parse_ha(
+    path: str, table: Any, napt: Napt66Settings, t: TranslatorConfig
+) -> tuple[HaSettings, TranslatorConfig]:
+    """[ha]; every peer's outer pair becomes an EAM entry too: any PLAT of the group
+    translates for any outer address (its NAPT66 bindings arrive by conntrackd)."""
+    from .ha.config import OuterPair, parse_ha
+
+    if t.pool6 is None:
+        raise ConfigError(f"{path}: [ha]: needs the Pref64 ([translator] pool6 or site = ...)")
+    ha = parse_ha(
+        path,
+        table,
+        own_outer=tuple(OuterPair(o.ipv6, o.ipv4) for o in napt.outer),
+        pref64=ipaddress.IPv6Network(t.pool6),
+        inside=tuple(napt.inside),
+        udp_oneshot_ports=tuple(napt.udp_oneshot_ports),
+    )
+    eam = list(t.eam)
+    have6 = {ipaddress.IPv6Network(a) for a, _ in eam}
+    for o in ha.peer_outer():
+        if ipaddress.IPv6Network(f"{o.ipv6}/128") not in have6:
+            eam.append((f"{o.ipv6}/128", f"{o.ipv4}/32"))
+    shared = (*t.icmp_ratelimit_shared, *(str(o.ipv6) for o in ha.peer_outer()))
+    return ha, dataclasses.replace(t, eam=eam, icmp_ratelimit_shared=shared)
 
 
 # -- v6mostly clat ---------------------------------------------------------------------
@@ -410,12 +445,6 @@ class ClatSettings:
     @property
     def worker_count(self) -> int:
         return self.queues or min(4, os.cpu_count() or 1)
-
-
-def check_ifname(r: _Reader, key: str, name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > 15 or any(c in name for c in "/ \t"):
-        raise r.fail(key, name, "expected an interface name of 1-15 characters")
-    return name
 
 
 def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:

@@ -63,6 +63,13 @@ class Reader:
             raise self.fail(k, self.table[k], "unknown key" + hint)
 
 
+def check_ifname(r: Reader, key: str, name: Any) -> str:
+    """One rule for interface names in every file (Linux: 1-15 characters, no / or space)."""
+    if not isinstance(name, str) or not name or len(name) > 15 or any(c in name for c in "/ \t"):
+        raise r.fail(key, name, "expected an interface name of 1-15 characters")
+    return name
+
+
 def inline_keys(r: Reader, key: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
     """An inline table (``key = { ... }``, or one in a list) has only ``allowed`` keys."""
     for k in table:

@@ -91,7 +91,12 @@ def render(args: argparse.Namespace, path: str, a: dict[str, Any]) -> str:
     if args.ctl == "status":
         lines = [f"{name}:"]
         for k, v in a.items():
-            if k != "ok":
+            if k == "ok" or (k == "ha" and v is None):
+                continue
+            if isinstance(v, dict):
+                lines.append(f"  {k}:")
+                lines += [f"    {k2:<20} {v2}" for k2, v2 in v.items()]
+            else:
                 lines.append(f"  {k:<16} {v}")
         return "\n".join(lines)
     if args.ctl == "stats":

@@ -106,15 +106,17 @@ FLOORS: dict[str, set[str]] = {
     "control": CORES | {"control"},
     "logfmt": {"logfmt"},
     "config_reader": CORES | {"config_reader"},
-    "config": CORES | {"config_reader", "config", "site_config"},  # plat may read a site file
+    "config": CORES | {"config_reader", "config", "site_config", "ha"},  # plat may read a site file
+    "ha": CORES | {"config_reader", "ha"},  # [ha] and the files it renders for bird2, conntrackd
+    "ecmp_config": CORES | {"config_reader", "site_config", "ecmp_config"},
     "site_types": CORES | {"site_types"},
     "site_config": CORES | {"config_reader", "site_types", "site_config"},  # never the plat's
     "services": CORES
     | {"linux", "storage", "metrics", "control", "explain", "config_reader", "config"}
-    | {"site_config", "services"},
+    | {"site_config", "services", "ha", "ecmp_config"},
     "lab": CORES
     | {"linux", "storage", "metrics", "control", "config_reader", "config", "site_config"}
-    | {"services", "lab"},
+    | {"services", "lab", "ha"},
 }
 
 

@@ -138,6 +138,7 @@ def start(lab: Lab, plan: LabPlan) -> None:
 
 
 def wait(lab: Lab, w: Wait) -> None:
+    from .ha import pref64_paths
     from .site import _http_ok, _read, clat_state, client_ipv4
 
     if w.kind == "ready":
@@ -148,6 +149,7 @@ def wait(lab: Lab, w: Wait) -> None:
         "log": lambda: w.arg in _read(lab.path(w.log + ".log")),
         "clat-active": lambda: bool(clat_state(lab).get("active")),
         "http": lambda: _http_ok(lab, w.node, w.arg),
+        "ecmp": lambda: pref64_paths(lab) >= int(w.arg),
     }
     if w.kind not in conds:
         raise LabError(f"wait {w.kind!r}: unknown check")

@@ -28,6 +28,7 @@ def _config(args: argparse.Namespace) -> LabConfig:
         offload=not args.no_offload,
         ipv4_mtu=args.ipv4_mtu,
         site=args.site,
+        ha="resilient" if args.ha else ("plain" if args.ha_plain else ""),
     )
 
 
@@ -106,6 +107,16 @@ def add_lab_parser(sub: Any) -> None:
             "--site",
             action="store_true",
             help="the whole site: legacy, mostly (CLAT) and v6only clients, NAT44, inet6",
+        )
+        p.add_argument(
+            "--ha",
+            action="store_true",
+            help="two PLATs behind ECMP: bird2, a resilient next-hop group, conntrackd",
+        )
+        p.add_argument(
+            "--ha-plain",
+            action="store_true",
+            help="the same, as the report ran it: plain ECMP route, no state sync",
         )
     up.set_defaults(func=cmd_up)
     pl.add_argument("--contents", action="store_true", help="also print the config files")

@@ -26,6 +26,7 @@ from .topology import (
     CLIENT,
     CLIENT_B,
     CLIENT_NET,
+    HA_NODES,
     LAN4_ROUTER,
     LAN_BRIDGE,
     NODES,
@@ -294,10 +295,16 @@ def plan_lab(config: LabConfig, lab_id: str, lab_dir: str, python: str = sys.exe
         raise LabError(f"translator {cfg.translator!r}: expected v6mostly, tayga or none")
     if cfg.site and (not cfg.router or cfg.translator != "v6mostly"):
         raise LabError("lab up --site needs the router and the v6mostly translator")
+    if cfg.ha and (cfg.ha not in ("resilient", "plain") or cfg.site):
+        raise LabError(f"ha {cfg.ha!r}: expected resilient or plain, without --site")
     p = LabPlan(lab_id, lab_dir, cfg)
-    nodes = SITE_NODES if cfg.site else NODES
+    nodes = HA_NODES if cfg.ha else SITE_NODES if cfg.site else NODES
     p.namespaces = [Namespace(n, ns_name(lab_id, n)) for n in nodes]
-    if cfg.site:
+    if cfg.ha:
+        from .ha import plan_ha
+
+        plan_ha(p, python)
+    elif cfg.site:
         _plan_site(p, python)
     else:
         _plan_standard(p, python)

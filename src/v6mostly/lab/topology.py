@@ -59,7 +59,9 @@ NODES = ("client6", "plat", "inet4")
 #: ``lab up --site``: three clients on one LAN (a bridge in the router node).
 SITE_CLIENTS = ("legacy", "mostly", "v6only")
 SITE_NODES = (*SITE_CLIENTS, "plat", "inet4", "inet6")
-ALL_NODES = (*NODES, *SITE_CLIENTS, "inet6")
+#: ``lab up --ha``: clients -> core (bird2 + ECMP controller) -> plat1/plat2 -> edge -> inet4
+HA_NODES = ("hclient", "core", "plat1", "plat2", "edge", "inet4")
+ALL_NODES = (*NODES, *SITE_CLIENTS, "inet6", "hclient", "core", "plat1", "plat2", "edge")
 
 PREF64 = "2001:db8:64::/96"
 CLIENT_NET = "2001:db8:1::/64"
@@ -129,6 +131,10 @@ class LabConfig:
     #: ``v6mostly clat``) and ``v6only`` on one bridged LAN, plus ``inet6``. Needs
     #: ``router`` and the ``v6mostly`` translator.
     site: bool = False
+    #: Two PLATs behind ECMP (see ``ha.py``): ``resilient`` (bird2, the ECMP
+    #: controller's resilient next-hop group, conntrackd) or ``plain`` (the report's
+    #: setup: bird2's plain ECMP route, no state sync); "" = no HA lab.
+    ha: str = ""
 
 
 @dataclass
@@ -143,6 +149,8 @@ class Lab:
 
     @property
     def nodes(self) -> tuple[str, ...]:
+        if self.config.ha:
+            return HA_NODES
         return SITE_NODES if self.config.site else NODES
 
     def ns(self, node: str) -> str:
@@ -234,6 +242,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         target = SERVER6_NATIVE if self.config.translator == "none" else server6()
         client = "v6only" if self.config.site else "client6"
+        if self.config.ha:
+            client = "hclient"
         last = ""
         while time.monotonic() < deadline:
             for name, pid in self.pids.items():
@@ -265,11 +275,11 @@ class Lab:
 
     # -- inspecting ----------------------------------------------------------------
 
-    def metrics(self) -> dict[str, float]:
-        """The PLAT's Prometheus metrics, read from inside its namespace."""
+    def metrics(self, node: str = "plat", listen: str = METRICS) -> dict[str, float]:
+        """A daemon's Prometheus metrics (the PLAT's), read from inside its namespace."""
         from ..metrics import parse_exposition
 
-        r = self.exec("plat", [sys.executable, "-c", _SCRAPE, METRICS], check=False)
+        r = self.exec(node, [sys.executable, "-c", _SCRAPE, listen], check=False)
         return parse_exposition(r.stdout)
 
     def status(self) -> str:

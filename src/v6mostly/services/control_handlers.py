@@ -166,6 +166,7 @@ def translator_handlers(svc: Any) -> dict[str, Handler]:
             "queues": len(svc.tun.fds),
             "worker_restarts": svc.dp.restarts,
             "mtu": svc.dp.counters.link_mtu,
+            "ha": svc.ha.status() if svc.ha is not None else None,
         }
 
     def stats(req: dict[str, Any]) -> dict[str, Any]:

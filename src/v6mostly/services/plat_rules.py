@@ -15,6 +15,10 @@ from ..config import Settings
 from ..linux.netlink import Plan
 from ..linux.nft import COUNTERS, NftError, table_name
 
+#: The ct mark of NAPT66 flows in a group of PLATs ([ha]); conntrackd syncs only these
+#: (the UDP one-shot flows, DNS and NTP, stay unmarked and local).
+HA_CT_MARK = 0x6466
+
 #: Start timestamps on conntrack entries: the age ``ctl sessions`` shows.
 CONNTRACK_SYSCTLS = {"net/netfilter/nf_conntrack_timestamp": "1"}
 
@@ -118,6 +122,13 @@ def render_plat_table(s: Settings) -> str:
     outers4 = [str(o.ipv4) for o in napt.outer]
     if napt.private_egress:
         outers4.append(str(napt.private_egress.outer.ipv4))
+    if s.ha is not None:  # a peer's bindings arrive by conntrackd; its traffic may follow
+        outers4 += [str(o.ipv4) for o in s.ha.peer_outer()]
+    # [ha]: NAPT66 flows carry a ct mark, the only entries conntrackd replicates
+    mark = f" ct mark set {HA_CT_MARK:#x}" if s.ha is not None else ""
+    # ... and conntrackd 1.4.7 cannot filter on marks or ports: the one-shot flows
+    # raise no conntrack events, so conntrackd never sees (nor replicates) them
+    quiet = " ct event set 0x0" if s.ha is not None else ""
     own4 = s.translator.ipv4_address
     own6 = s.translator.ipv6_address
     lines = [
@@ -193,10 +204,10 @@ def render_plat_table(s: Settings) -> str:
         ports = ", ".join(str(p) for p in napt.udp_oneshot_ports)
         lines.append(
             f"        ip6 saddr @inside6 ip6 daddr {pref} udp dport {{ {ports} }} ct state new "
-            'ct timeout set "udp_oneshot" accept'
+            f'ct timeout set "udp_oneshot"{quiet} accept'
         )
     lines += [
-        f"        ip6 saddr @inside6 ip6 daddr {pref} ct state new accept",
+        f"        ip6 saddr @inside6 ip6 daddr {pref} ct state new{mark} accept",
         "        # from outside, IPv4 may reach only the outer addresses",
         "        ip daddr @outer4 accept",
         '        meta nfproto ipv4 counter name "denied_ipv4_not_outer" drop',

@@ -34,6 +34,8 @@ from ..siit.verdict import Stats
 from . import plat_rules
 from .control_handlers import ReloadState, translator_handlers
 from .dataplane import Dataplane, SharedCounters, TranslatorFactory
+from .ha_runtime import HaRuntime
+from .ha_runtime import dry_run_text as ha_dry_run_text
 
 log = logging.getLogger("v6mostly.service")
 
@@ -80,6 +82,8 @@ def dry_run_text(s: Settings, plat: bool) -> str:
         )
     if plat:
         lines += ["", "# nft -f -", plat_rules.render_plat_table(s)]
+    if plat and s.ha is not None:
+        lines.append(ha_dry_run_text(s.ha, t.name))
     if s.metrics_listen:
         lines.append(f"metrics: http://{s.metrics_listen}/metrics")
     return "\n".join(lines)
@@ -161,6 +165,8 @@ class TranslatorService:
         self.reloads = ReloadState()
         self.control_path = control_path
         self.control: ControlServer | None = None
+        #: [ha]: bird's file and conntrackd's process (services/ha_runtime.py)
+        self.ha: HaRuntime | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -213,6 +219,9 @@ class TranslatorService:
                 self.applied.apply(netlink.Plan(sysctls=dict(plat_rules.CONNTRACK_SYSCTLS)))
             except netlink.NetlinkError as e:
                 log.warning("%s (ctl sessions shows no ages)", e)
+            if s.ha is not None:
+                self.ha = HaRuntime(s.ha, t.name)
+                self.ha.start()
         counters = SharedCounters(q)
         mtu = netlink.link_mtu(t.name)
         counters.link_mtu = mtu
@@ -284,9 +293,21 @@ class TranslatorService:
             self.applied.apply(added, replace=True)
         new.tun = self.s.tun
         new.metrics_listen = self.s.metrics_listen
+        if (new.ha is None) != (self.ha is None):
+            note += "; adding or removing [ha] needs a restart (not applied)"
+            log.warning("SIGHUP: adding or removing [ha] needs a restart")
+            new.ha = self.s.ha
         if self.plat:
             # One transaction; the table, its hooks, sets and counters stay.
             nft.apply(plat_rules.render_reload(self.s, new))
+        if self.ha is not None and new.ha is not None and new.ha != self.s.ha:
+            try:
+                ha_note = self.ha.reload(new.ha)
+            except V6mostlyError as e:
+                log.error("SIGHUP: [ha]: %s", e)
+                ha_note = f"[ha] not applied: {e}"
+            if ha_note:
+                note += f"; {ha_note}"
         self.s = new
         self.dp.replace_all(_translator_factory(new))
         log.info("SIGHUP: configuration reloaded (%d EAM entries)", len(new.translator.eam))
@@ -311,12 +332,16 @@ class TranslatorService:
             if info is None or info.si_signo not in _SIGNALS:
                 if self.watch is not None:
                     self.follow_mtu()  # a missed SIGIO costs at most a second
+                if self.ha is not None:
+                    self.ha.tick()
                 if self.plat:
                     self.exhaustion.update(
                         conntrack.stats(), time.monotonic(), conntrack.entries(), conntrack.limit()
                     )
                 continue
             if info.si_signo == signal.SIGCHLD:
+                if self.ha is not None:
+                    self.ha.reap()  # its own child first: dp.reap collects any pid
                 self.dp.reap()
             elif info.si_signo == signal.SIGIO:
                 self.follow_mtu()
@@ -331,6 +356,8 @@ class TranslatorService:
     def stop(self) -> None:
         if self.control is not None:
             self.control.close()
+        if self.ha is not None:
+            self.ha.stop()
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")
