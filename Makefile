@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo demo-site split-png man test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp fuzz clean debs
+.PHONY: demo demo-site split-png man test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp bench-ha fuzz clean debs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
@@ -89,6 +89,12 @@ bench-scrape: $(STAMP) debs
 # DHCPv4 exchanges per second, v6mostly (SQLite leases) against Debian's Kea (root).
 bench-dhcp: $(STAMP) debs
 	$(BIN)/python bench/dhcp_load.py --seconds 8 --rounds 3
+
+# Two PLATs behind ECMP (lab up --ha): flows surviving a PLAT kill, ours against the
+# report's setup (plain ECMP, no state sync), outage per flow, BGP/BFD detection time,
+# conntrackd's replication rate and delay (root).
+bench-ha: $(STAMP) debs
+	$(BIN)/python bench/ha.py --rounds 2
 
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/harness.py 1000000

@@ -29,6 +29,17 @@ def metric(lab: Lab, name: str, **labels: str) -> float:
     return sum(v for k, v in m.items() if k in names or k.split("{")[0] in names)
 
 
+def stop(p: subprocess.Popen[bytes]) -> int:
+    """SIGTERM a daemon the test started; its exit status (SIGKILL after 10 s)."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+
+
 def wait_for(cond: object, timeout: float = 10.0, step: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

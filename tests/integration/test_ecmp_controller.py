@@ -9,7 +9,6 @@ in the main table. Namespaces carry a per-run suffix and are removed in ``finall
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import NamespaceSet, nsrun, wait_for
+from tests.integration.lab_helpers import NamespaceSet, nsrun, stop, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -162,16 +161,6 @@ def topo(tmp_path: Path) -> Iterator[Topo]:
     finally:
         t.nss.close()
     assert t.nss.all_gone()
-
-
-def stop(p: subprocess.Popen[bytes]) -> int:
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
 
 
 def per_member(b: dict[int, tuple[int, float]]) -> dict[int, int]:

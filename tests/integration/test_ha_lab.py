@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.integration.lab_helpers import require_root
 from v6mostly.lab.ha import CLIENTS, IDLE_TIMER, PLATS, pref64_paths
 from v6mostly.lab.ha_failover import clients_by_plat, ctl_json, failover, revive
 from v6mostly.lab.ha_probe import max_gap
-from v6mostly.lab.topology import Lab, LabConfig, running_lab, server6
+from v6mostly.lab.topology import Lab, LabConfig, namespaces, running_lab, server6
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,37 @@ def test_both_plats_carry_traffic_and_each_client_stays_on_one(halab: Lab) -> No
     FIGURES["spread"] = {p: len(where[p]) for p in PLATS}
     st = ctl_json(lab, "plat1", "status")
     assert st["ha"]["node"] == "plat1" and st["ha"]["conntrackd_pid"], st
+
+
+def test_sighup_applies_ha(halab: Lab) -> None:
+    """[ha] prepend changed on plat2: the bird file is rewritten, bird reconfigured, and
+    the edge sees plat2's path to plat1's /32 with the new AS path."""
+    lab = halab
+    conf = Path(lab.path("plat2.toml"))
+    good = conf.read_text()
+
+    def plat2_path_to_plat1() -> str:
+        r = lab.exec("edge", ["birdc", "-s", lab.path("edge-bird.ctl"), "show", "route",
+                              "for", "198.51.100.1", "all"])  # fmt: skip
+        paths = [ln for ln in r.stdout.splitlines() if "BGP.as_path:" in ln]
+        return next((x.split(":", 1)[1].strip() for x in paths if "64602" in x), r.stdout)
+
+    assert plat2_path_to_plat1() == " ".join(["64602"] * 4)  # 3 prepends + eBGP's own
+    conf.write_text(good.replace("bfd_interval = ", "prepend = 5\nbfd_interval = ", 1))
+    try:
+        r = lab.exec("plat2", [sys.executable, "-m", "v6mostly", "ctl", "--socket",
+                               lab.path("plat2.sock"), "reload"], check=False)  # fmt: skip
+        assert r.returncode == 0 and "bird configuration rewritten" in r.stdout, r.stdout
+        deadline = time.monotonic() + 10
+        while plat2_path_to_plat1() != " ".join(["64602"] * 6) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert plat2_path_to_plat1() == " ".join(["64602"] * 6)
+        st = ctl_json(lab, "plat2", "status")
+        assert st["ha"]["bird"].startswith("bird: "), st["ha"]
+    finally:
+        conf.write_text(good)
+        lab.exec("plat2", [sys.executable, "-m", "v6mostly", "ctl", "--socket",
+                           lab.path("plat2.sock"), "reload"], check=False)  # fmt: skip
 
 
 def test_failover_keeps_every_flow(halab: Lab) -> None:
@@ -147,4 +179,27 @@ def test_baseline_plain_ecmp_without_sync_loses_flows() -> None:
         assert res.count("plat1") > 0
         assert res.survived("plat1") < res.count("plat1"), res.summary()
         assert res.survived("plat2") == res.count("plat2"), res.summary()
+        # Recovery: plain ECMP re-hashes, the flows that move to plat1 have no state there.
+        tcp = subprocess.Popen(
+            lab.cmd("hclient", [sys.executable, "-m", "v6mostly.lab.ha_probe", "tcp", server6(),
+                                "/flow.bin", "12", str(8 * 1024 * 1024), *CLIENTS[20:]]),
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(2)
+            revive(lab, "plat1")
+            out, _ = tcp.communicate(timeout=120)
+        finally:
+            if tcp.poll() is None:
+                tcp.kill()
+                tcp.wait()
+        rows = [json.loads(x) for x in out.splitlines()]
+        died = [r["source"] for r in rows if r["status"] != 200 or r["error"]]
+        FIGURES["baseline_recovery"] = {"flows": len(rows), "died": len(died)}
+        assert len(rows) == 20 and died, FIGURES["baseline_recovery"]
+        lab_id, lab_dir = lab.id, lab.dir
+    # nothing left: namespaces, bird, conntrackd, the controller
+    assert namespaces(lab_id) == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert lab_dir not in ps, [ln for ln in ps.splitlines() if lab_dir in ln]
     print("\nbaseline:", json.dumps(FIGURES.get("baseline_failover")), file=sys.stderr)

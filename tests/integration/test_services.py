@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import nsrun, require_root, throwaway_netns, wait_for
+from tests.integration.lab_helpers import nsrun, require_root, stop, throwaway_netns, wait_for
 from v6mostly.lab.topology import Lab, LabConfig, running_lab, server6
 
 pytestmark = pytest.mark.integration
@@ -38,16 +38,6 @@ def start(ns: str, *argv: str, log: Path) -> subprocess.Popen[bytes]:
         )
     finally:
         f.close()
-
-
-def stop(p: subprocess.Popen[bytes]) -> int:
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
 
 
 def link_up(ns: str, dev: str) -> bool:

@@ -198,7 +198,10 @@ def test_plat_text() -> None:
     )
     d = block(text, "protocol bgp downstream1")
     assert "neighbor 2001:db8:a1::1 as 64500;" in d and "local as 64601;" in d
-    assert "ipv6 { import all; export filter downstream_export; };" in d
+    # from the ECMP router only routes to the clients: never a full table into the PLAT
+    assert (
+        "ipv6 { import where net ~ [ 2001:db8:1::/64+ ]; export filter downstream_export; };" in d
+    )
     u = block(text, "protocol bgp upstream1")
     assert "neighbor 203.0.113.1 as 64700;" in u
     assert "ipv4 { import all; export filter upstream_export; };" in u
@@ -209,6 +212,20 @@ def test_prepend_count(prepend: int) -> None:
     text = bird.render_plat(settings(prepend=prepend), "nat64")
     assert text.count("bgp_path.prepend(64601);") == prepend
     assert "if net ~ [ 198.51.100.2/32 ] then {" in text
+
+
+@needs_bird
+def test_coming_back_announces_own_outer_behind_the_peers(tmp_path: Path) -> None:
+    """Until conntrackd has brought back our bindings, our own /32 is announced with
+    one prepend more than the peer announces it: its replies stay with the peer."""
+    text = bird.render_plat(settings(prepend=3), "nat64", own_plain=False)
+    assert_bird_accepts(tmp_path, text)
+    export = block(text, "filter upstream_export")
+    own = export.split("if net ~ [ 198.51.100.1/32 ] then {", 1)[1].split("}", 1)[0]
+    peer = export.split("if net ~ [ 198.51.100.2/32 ] then {", 1)[1].split("}", 1)[0]
+    assert own.count("bgp_path.prepend(64601);") == 4
+    assert peer.count("bgp_path.prepend(64601);") == 3
+    assert "if net ~ [ 198.51.100.1/32 ] then accept;" in bird.render_plat(settings(), "nat64")
 
 
 def test_bfd_protocol_and_sessions() -> None:

@@ -38,8 +38,12 @@ BFD_MULTIPLIER = 3
 NOT_INSTALLED = "bird: not installed (Debian package bird2)"
 
 
-def render_plat(ha: HaSettings, tun: str) -> str:
-    """bird.conf of a PLAT whose translator's TUN is ``tun``."""
+def render_plat(ha: HaSettings, tun: str, own_plain: bool = True) -> str:
+    """bird.conf of a PLAT whose translator's TUN is ``tun``.
+
+    ``own_plain=False`` (a PLAT coming back, until conntrackd has brought back the
+    bindings its peers hold for it): our own /32s are announced with one prepend more
+    than a peer's, so the upstream keeps sending their replies to the peer meanwhile."""
     own = [f"{o.ipv4}/32" for o in ha.own_outer]
     peers = [f"{o.ipv4}/32" for o in ha.peer_outer()]
     out = _head("this PLAT", "plat.toml", ha.router_id)
@@ -79,25 +83,33 @@ def render_plat(ha: HaSettings, tun: str) -> str:
         "filter upstream_export {",
         '\tif proto != "plat4" then reject;',
         "\tbgp_community.delete(PREVENT_KERNEL);",
-        f"\tif net ~ {_set(own)} then accept;",
     ]
+    if own_plain:
+        out.append(f"\tif net ~ {_set(own)} then accept;")
+    else:
+        out.append(f"\tif net ~ {_set(own)} then {{")
+        out += [f"\t\tbgp_path.prepend({ha.asn});"] * (ha.prepend + 1)
+        out += ["\t\taccept;", "\t}"]
     if peers:
         out.append(f"\tif net ~ {_set(peers)} then {{")
         out += [f"\t\tbgp_path.prepend({ha.asn});"] * ha.prepend
         out += ["\t\taccept;", "\t}"]
     out += ["\treject;", "}", ""]
+    inside = _set([f"{n}+" for n in ha.inside])
     counter = {"downstream": 0, "upstream": 0}
     for s in ha.bgp:
         counter[s.role] += 1
         name = f"{s.role}{counter[s.role]}"
         channel = "ipv6" if s.role == "downstream" else "ipv4"
+        # downstream: only routes to the clients (the inside prefixes); upstream: all
+        imp = f"import where net ~ {inside};" if s.role == "downstream" else "import all;"
         out += _bgp(
             name,
             f"{s.role} {s.neighbor}",
             ha.asn,
             (s.neighbor, s.asn, s.interface),
             s.bfd,
-            f"{channel} {{ import all; export filter {s.role}_export; }};",
+            f"{channel} {{ {imp} export filter {s.role}_export; }};",
         )
     return _text(out)
 
@@ -112,13 +124,8 @@ def render_core(
 ) -> str:
     """bird.conf of the ECMP router: the PLATs' Pref64 routes, merged into one
     multipath route, go to kernel table ``learn_table`` (``v6mostly ecmp`` reads it)."""
-    out = _head("the ECMP router", "the PLATs' settings", router_id)
-    out += _device()
-    out += _bfd_protocol(bfd_interval_ms, bfd and bool(neighbors))
-    out += _kernel("learn6", "ipv6", learn_table, merge=True)
-    for i, n in enumerate(_checked(neighbors, 6), 1):
-        out += _bgp(f"plat{i}", f"PLAT {n[0]}", asn, n, bfd, "ipv6 { import all; export none; };")
-    return _text(out)
+    return _router("the ECMP router", ("learn6", 6, learn_table), router_id, asn, neighbors,
+                   bfd, bfd_interval_ms)  # fmt: skip
 
 
 def render_edge(
@@ -129,12 +136,28 @@ def render_edge(
     bfd_interval_ms: int,
 ) -> str:
     """bird.conf of the IPv4 side: the PLATs' outer /32s into the main table."""
-    out = _head("the IPv4 edge router", "the PLATs' settings", router_id)
+    return _router("the IPv4 edge router", ("kernel4", 4, None), router_id, asn, neighbors,
+                   bfd, bfd_interval_ms)  # fmt: skip
+
+
+def _router(
+    what: str,
+    kernel: tuple[str, int, int | None],
+    router_id: Address | str,
+    asn: int,
+    neighbors: Sequence[Neighbor],
+    bfd: bool,
+    bfd_interval_ms: int,
+) -> str:
+    """A router that learns from the PLATs: BGP to each, the routes into a kernel table."""
+    name, version, table = kernel
+    out = _head(what, "the PLATs' settings", router_id)
     out += _device()
     out += _bfd_protocol(bfd_interval_ms, bfd and bool(neighbors))
-    out += _kernel("kernel4", "ipv4", None, merge=True)
-    for i, n in enumerate(_checked(neighbors, 4), 1):
-        out += _bgp(f"plat{i}", f"PLAT {n[0]}", asn, n, bfd, "ipv4 { import all; export none; };")
+    out += _kernel(name, f"ipv{version}", table, merge=True)
+    channel = f"ipv{version} {{ import all; export none; }};"
+    for i, n in enumerate(_checked(neighbors, version), 1):
+        out += _bgp(f"plat{i}", f"PLAT {n[0]}", asn, n, bfd, channel)
     return _text(out)
 
 
@@ -227,6 +250,14 @@ def _bgp(name: str, description: str, asn: int, n: Neighbor, bfd: bool, channel:
         out.append(f'\tinterface "{interface}";')
     if bfd:
         out.append("\tbfd on;")
+    # bird waits 120 s (connect retry) and 60-300 s (after an error) by default before it
+    # tries again: a PLAT that comes back would sit out minutes. Seconds here.
+    out += [
+        "\tconnect delay time 1;",
+        "\tconnect retry time 5;",
+        "\terror wait time 1, 10;",
+        "\terror forget time 30;",
+    ]
     out += [f"\t{channel}", "}", ""]
     return out
 
