@@ -168,6 +168,22 @@ def test_recovery_moves_no_running_flow(halab: Lab) -> None:
     FIGURES["after_recovery_spread"] = {p: len(where[p]) for p in PLATS}
 
 
+def test_flows_that_moved_survive_their_plat_coming_back(halab: Lab) -> None:
+    """plat1 dies and comes back while its flows run on plat2 with plat1's outer
+    address: conntrackd's resync gives plat1 their bindings back (from plat2's kernel
+    table) before it announces again, so the replies that return to plat1 still match."""
+    lab = halab
+    assert pref64_paths(lab) == 2
+    res = failover(lab, list(CLIENTS[:20]), seconds=22.0, kill_at=3.0, revive_at=7.0)
+    FIGURES["failover_and_return"] = res.summary()
+    assert res.count("plat1") > 0 and res.revive_s > 0, res.summary()
+    lost = [f for f in res.flows if not f.ok]
+    assert not lost, [(f.source, f.plat, f.error) for f in lost]
+    assert pref64_paths(lab) == 2
+    log = Path(lab.path("plat1.log")).read_text()
+    assert "conntrackd resync: " in log and "announcing the Pref64" in log
+
+
 def test_baseline_plain_ecmp_without_sync_loses_flows() -> None:
     """The report's setup: the flows on the dead PLAT die, and so do flows that a
     returning PLAT takes over."""

@@ -83,17 +83,28 @@ def test_more_peers_are_multicast_on_the_sync_interface(tmp_path: Path) -> None:
     assert "UDP {" not in text
 
 
-def test_more_peers_use_notrack_because_ftfw_keeps_one_sender(tmp_path: Path) -> None:
-    text = conntrackd.render(settings(tmp_path, peers=3))
-    assert block(text, "Mode NOTRACK") == [
-        "# inject what the peers send into the kernel table at once: there is no",
-        "# failover event to commit a user-space cache on (ECMP moves flows silently)",
-        "DisableExternalCache On",
-        "# after a (re)start, ask the peers for their entries",
-        "StartupResync On",
-    ]
+MODE = [
+    "# inject what the peers send into the kernel table at once: there is no",
+    "# failover event to commit a user-space cache on (ECMP moves flows silently)",
+    "DisableExternalCache On",
+    "# no internal cache: a resync request and -B are answered from the KERNEL",
+    "# table, so a PLAT that comes back also gets the copies of its own flows",
+    "# that a peer injected (and carried while it was away)",
+    "DisableInternalCache On",
+    "# after a (re)start, ask the peers for their entries",
+    "StartupResync On",
+]
+
+
+@pytest.mark.parametrize("peers", [1, 3])
+def test_notrack_without_internal_cache_for_any_number_of_peers(tmp_path: Path, peers: int) -> None:
+    # 1.4.7 refuses DisableInternalCache in FTFW; without the internal cache a resync is
+    # answered from the kernel table, the copies of the returning PLAT's flows included
+    text = conntrackd.render(settings(tmp_path, peers=peers))
+    assert block(text, "Mode NOTRACK") == MODE
     assert "Mode FTFW {" not in text and "ResendQueueSize" not in text
-    assert "# channel and drops what looks delayed, so of two other senders on the group" in text
+    assert "ACKWindowSize" not in text
+    assert "# channel and drops what looks delayed, so of two senders on a group it keeps" in text
 
 
 def test_ipv4_sync_link(tmp_path: Path) -> None:
@@ -108,18 +119,8 @@ def test_ipv4_sync_link(tmp_path: Path) -> None:
     ]
 
 
-def test_ftfw_into_the_kernel_table_and_the_napt66_filter(tmp_path: Path) -> None:
+def test_the_napt66_filter(tmp_path: Path) -> None:
     text = conntrackd.render(settings(tmp_path))
-    assert block(text, "Mode FTFW") == [
-        "# inject what the peers send into the kernel table at once: there is no",
-        "# failover event to commit a user-space cache on (ECMP moves flows silently)",
-        "DisableExternalCache On",
-        "# after a (re)start, ask the peers for their entries",
-        "StartupResync On",
-        "ResendQueueSize 131072",
-        "ACKWindowSize 300",
-    ]
-    assert "Mode NOTRACK {" not in text
     assert "TCPWindowTracking Off" in block(text, "Options")
     assert block(text, "Protocol Accept") == ["TCP", "UDP"]
     assert block(text, "Address Accept") == [
@@ -156,6 +157,8 @@ def test_argv_and_check_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ha = settings(tmp_path)
     assert conntrackd.argv(ha) == ["conntrackd", "-C", str(tmp_path / "conntrackd.conf")]
     assert conntrackd.bulk_argv(ha) == [*conntrackd.argv(ha), "-B"]
+    assert conntrackd.resync_argv(ha) == [*conntrackd.argv(ha), "-n"]
+    assert conntrackd.stats_argv(ha) == [*conntrackd.argv(ha), "-s"]
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert conntrackd.check_installed() == "conntrackd: not installed (Debian package conntrackd)"
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/sbin/{name}")
@@ -227,7 +230,81 @@ def test_the_installed_conntrackd_accepts_the_file(tmp_path: Path, peers: int, v
     out = r.stdout
     assert "ERROR" not in out + r.stderr and "[warning]" not in out + r.stderr, out + r.stderr
     assert "disabling external cache" in out  # DisableExternalCache On was read
+    assert "disabling internal cache" in out  # DisableInternalCache On was read
     assert "reliable ctnetlink event delivery is ENABLED" in out
     assert "using user-space event filtering" in out
     channel = "UDP traffic" if peers == 1 else "multicast traffic"
     assert f"{channel} (active device=sync0)" in r.stdout, r.stdout
+    stats = conntrackd.parse_stats(r.stdout)
+    assert stats == conntrackd.SyncStats(), r.stdout  # the -s output parses, all zero
+
+
+# conntrackd 1.4.7 -s with DisableInternalCache On and DisableExternalCache On (measured)
+STATS = """internal bypass:
+connections new:		           3
+connections updated:		           0
+connections destroyed:		           0
+
+external inject:
+connections created:		           8	failed:	           1
+connections updated:		           2	failed:	           0
+connections destroyed:		           1	failed:	           2
+
+traffic processed:
+                   0 Bytes                         0 Pckts
+
+UDP traffic (active device=sync0):
+                  40 Bytes sent                  896 Bytes recv
+                   4 Pckts sent                    4 Pckts recv
+                   0 Error send                    0 Error recv
+
+message tracking:
+                   5 Malformed msgs                    7 Lost msgs
+
+"""
+
+
+def test_parse_stats() -> None:
+    s = conntrackd.parse_stats(STATS)
+    assert s == conntrackd.SyncStats(created=8, updated=2, destroyed=1, failed=3, lost=7, malformed=5)  # fmt: skip
+    assert s.injected == 14
+    assert conntrackd.parse_stats("internal cache:\ncurrent active connections: 0\n") is None
+    assert conntrackd.parse_stats("") is None
+
+
+def stats(n: int) -> conntrackd.SyncStats:
+    return conntrackd.SyncStats(created=n)
+
+
+def test_resync_wait_settles_after_the_burst() -> None:
+    w = conntrackd.ResyncWait(start=100.0)
+    assert not w.update(100.1, stats(0))
+    assert not w.update(100.3, stats(500))  # the answer is arriving
+    assert not w.update(100.5, stats(1000))
+    assert not w.update(101.2, stats(1000))  # quiet, but the window reaches only 100.2
+    assert not w.update(101.45, stats(1010))  # 100.45 and before: 500 -> 510 in the window
+    assert w.update(101.6, stats(1020))  # since 100.6: 1000 -> 1020, 2 % of 1020 received
+    assert w.received == 1020 and not w.timed_out
+
+
+def test_resync_wait_live_events_do_not_hold_it_up() -> None:
+    w = conntrackd.ResyncWait(start=0.0, base=40)  # a running conntrackd had 40 already
+    n = 40
+    for i in range(1, 40):
+        n += 1000 if i <= 3 else 3  # the burst, then 3 live events per sample
+        if w.update(i * 0.1, stats(n)):
+            break
+    assert 1.0 <= i * 0.1 <= 1.5 and w.received == n - 40 and not w.timed_out
+
+
+def test_resync_wait_without_an_answer_and_the_limit() -> None:
+    w = conntrackd.ResyncWait(start=0.0)
+    assert not w.update(0.5, None)  # conntrackd does not answer yet
+    assert not w.update(2.9, stats(0))
+    assert w.update(3.0, stats(0)) and w.received == 0 and not w.timed_out
+    busy = conntrackd.ResyncWait(start=0.0)
+    assert not busy.update(1.0, stats(10))
+    assert not busy.update(2.0, stats(100))  # keeps growing: more than 5 % per second
+    assert busy.update(30.0, stats(100000)) and busy.timed_out
+    silent = conntrackd.ResyncWait(start=0.0)
+    assert silent.update(30.0, None) and silent.timed_out

@@ -42,8 +42,9 @@ def render_plat(ha: HaSettings, tun: str, own_plain: bool = True) -> str:
     """bird.conf of a PLAT whose translator's TUN is ``tun``.
 
     ``own_plain=False`` (a PLAT coming back, until conntrackd has brought back the
-    bindings its peers hold for it): our own /32s are announced with one prepend more
-    than a peer's, so the upstream keeps sending their replies to the peer meanwhile."""
+    bindings its peers hold for it): the Pref64 is not announced downstream yet, and our
+    own /32s are announced with one prepend more than a peer's, so the upstream keeps
+    sending their replies to the peer meanwhile."""
     own = [f"{o.ipv4}/32" for o in ha.own_outer]
     peers = [f"{o.ipv4}/32" for o in ha.peer_outer()]
     out = _head("this PLAT", "plat.toml", ha.router_id)
@@ -71,10 +72,17 @@ def render_plat(ha: HaSettings, tun: str, own_plain: bool = True) -> str:
     out += [
         "# Downstream (toward the ECMP router): the Pref64, nothing else.",
         "filter downstream_export {",
-        f'\tif proto = "plat6" && net = {ha.pref64} then {{',
-        "\t\tbgp_community.delete(PREVENT_KERNEL);",
-        "\t\taccept;",
-        "\t}",
+    ]
+    if own_plain:
+        out += [
+            f'\tif proto = "plat6" && net = {ha.pref64} then {{',
+            "\t\tbgp_community.delete(PREVENT_KERNEL);",
+            "\t\taccept;",
+            "\t}",
+        ]
+    else:
+        out.append("\t# coming back: not before the peers' bindings are here (conntrackd)")
+    out += [
         "\treject;",
         "}",
         "",

@@ -13,7 +13,8 @@
   group hashed on the IPv6 source address only.
 * each PLAT announces its own outer /32 to ``edge`` plainly and its peer's with the
   AS path prepended, translates for both outer addresses (EAM), and replicates its
-  NAPT66 bindings to the other over ``sync0`` with conntrackd (FTFW).
+  NAPT66 bindings to the other over ``sync0`` with conntrackd (NOTRACK, kernel-table
+  resync when a PLAT comes back).
 * ``--ha-plain`` (``LabConfig.ha == "plain"``) is the RubyKaigi report's setup, the
   baseline: bird2 exports a plain multipath route into the main table, no controller,
   no state sync.

@@ -59,6 +59,7 @@ class FailoverResult:
     udp_outage_s: float = 0.0
     udp_plat: str = "?"
     detect_s: float = 0.0  # kill -> core's Pref64 route down to one next hop
+    revive_s: float = 0.0  # revive() -> core uses the PLAT again (0: not revived)
 
     def survived(self, plat: str | None = None) -> int:
         return sum(1 for f in self.flows if f.ok and (plat is None or f.plat == plat))
@@ -74,6 +75,7 @@ class FailoverResult:
             "flows": self.count(),
             "survived": self.survived(),
             "detect_ms": round(self.detect_s * 1000),
+            "revive_s": round(self.revive_s, 2),
             "udp": {"sent": self.udp_sent, "received": self.udp_received,
                     "outage_ms": round(self.udp_outage_s * 1000), "plat": self.udp_plat},
         }  # fmt: skip
@@ -189,9 +191,11 @@ def _tail_from(path: str, offset: int) -> bytes:
 
 def failover(
     lab: Lab, sources: list[str], seconds: float = 10.0, kill_at: float = 3.0,
-    udp_source: str | None = None, victim: str = "plat1",
+    udp_source: str | None = None, victim: str = "plat1", revive_at: float | None = None,
 ) -> FailoverResult:  # fmt: skip
-    """Long flows from ``sources`` (one each) and a UDP stream; kill ``victim``."""
+    """Long flows from ``sources`` (one each) and a UDP stream; kill ``victim`` (and,
+    with ``revive_at``, bring it back that many seconds after the start while the
+    flows still run)."""
     target = server6()
     before: dict[str, set[str]] = {}
     udp_src = udp_source or CLIENTS[-1]
@@ -206,6 +210,7 @@ def failover(
         time.sleep(kill_at * 0.6)
         before = clients_by_plat(lab)
         time.sleep(max(0.0, kill_at * 0.4))
+        revived = 0.0
         t_kill = time.time()
         t0 = time.monotonic()
         kill(lab, victim)
@@ -215,6 +220,9 @@ def failover(
                 detect = time.monotonic() - t0
                 break
             time.sleep(0.01)
+        if revive_at is not None:
+            time.sleep(max(0.0, revive_at - kill_at - (time.monotonic() - t0)))
+            revived = revive(lab, victim)
         out_tcp, _ = tcp.communicate(timeout=seconds * 4 + 60)
         out_send, _ = send.communicate(timeout=30)
         out_recv, _ = recv.communicate(timeout=30)
@@ -223,7 +231,7 @@ def failover(
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    res = FailoverResult(detect_s=detect)
+    res = FailoverResult(detect_s=detect, revive_s=revived)
     sha = expected_sha()
     for line in out_tcp.splitlines():
         d = json.loads(line)

@@ -54,10 +54,10 @@ def _tool(cmd: str) -> str:
     return shutil.which(cmd) or f"/usr/sbin/{cmd}"
 
 
-def write_checked_bird(ha: HaSettings, tun: str) -> bool:
+def write_checked_bird(ha: HaSettings, tun: str, own_plain: bool = True) -> bool:
     """Render, check (``bird -p -c``) and atomically replace bird's file.
     Returns whether the file changed; raises HaError when bird refuses it."""
-    text = bird.render_plat(ha, tun)
+    text = bird.render_plat(ha, tun, own_plain)
     path = ha.bird_config
     with contextlib.suppress(OSError), open(path) as f:
         if f.read() == text:
@@ -112,6 +112,11 @@ class HaRuntime:
         self.last_bird = ""
         self.stopping = False
         self.next_bulk = 0.0
+        #: False while coming back: the Pref64 held back downstream and our own /32s
+        #: behind the peers' announcement of them, until conntrackd's resync is in
+        self.own_plain = True
+        self.resync: conntrackd.ResyncWait | None = None
+        self.resync_asked = False
 
     # -- start / reload / stop -----------------------------------------------------------
 
@@ -119,11 +124,16 @@ class HaRuntime:
         for line in missing_tools():
             if self.ha.state_sync or "conntrackd" not in line:
                 raise HaError(line)
-        self._bird()
         if self.ha.state_sync:
+            self.own_plain = False
+            self._bird()
             self._write_conntrackd()
             self._spawn()
+            self.resync = conntrackd.ResyncWait(time.monotonic())
+            self.resync_asked = False
+            log.info("waiting for the peers' NAPT66 bindings before announcing (conntrackd resync)")
         else:
+            self._bird()
             log.warning("[ha] state_sync = false: no conntrackd; flows die with their PLAT")
 
     def reload(self, ha: HaSettings) -> str:
@@ -155,7 +165,7 @@ class HaRuntime:
     # -- bird ----------------------------------------------------------------------------
 
     def _bird(self) -> bool:
-        changed = write_checked_bird(self.ha, self.tun)
+        changed = write_checked_bird(self.ha, self.tun, self.own_plain)
         if changed:
             log.info("bird configuration written to %s", self.ha.bird_config)
         else:
@@ -219,6 +229,7 @@ class HaRuntime:
         table (``conntrackd -B``). The kernel reports a flow only when its state changes,
         so without it a peer's copy of a busy UDP flow would time out there."""
         self.reap()
+        self._resync_step()
         now = time.monotonic()
         if self.proc is None or now < self.next_bulk:
             return
@@ -231,6 +242,42 @@ class HaRuntime:
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             log.warning("conntrackd -B: %s", e)
+
+    def _resync_step(self) -> None:
+        """Coming back: ask the peers for their tables (``conntrackd -n``; they answer
+        with a dump of their kernel table, the copies of our bindings included), watch the
+        injected count settle, then announce as usual."""
+        if self.resync is None or self.proc is None:
+            return
+        stats = None
+        try:
+            if not self.resync_asked:
+                r = subprocess.run(
+                    conntrackd.resync_argv(self.ha), capture_output=True, timeout=5, check=False
+                )
+                self.resync_asked = r.returncode == 0  # socket not up yet: next tick
+            out = subprocess.run(
+                conntrackd.stats_argv(self.ha),
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            stats = conntrackd.parse_stats(out.stdout) if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("conntrackd resync: %s", e)
+        if not self.resync.update(time.monotonic(), stats):
+            return
+        late = f" (gave up after {self.resync.limit:.0f} s)" if self.resync.timed_out else ""
+        log.info("conntrackd resync: %d entries from the peers%s", self.resync.received, late)
+        self.resync = None
+        if not self.own_plain:
+            self.own_plain = True
+            try:
+                self._bird()
+            except HaError as e:
+                log.error("%s", e)
+            log.info("announcing the Pref64 and our outer addresses")
 
     def reap(self) -> None:
         """SIGCHLD: restart conntrackd if it died."""
@@ -258,6 +305,8 @@ class HaRuntime:
             "bird": self.last_bird,
             "conntrackd_pid": p.pid if p is not None and p.poll() is None else None,
             "conntrackd_restarts": self.restarts,
+            "resync": "pending" if self.resync is not None else "done",
+            "announcing": "yes" if self.own_plain else "held back until the resync is in",
         }
 
 
