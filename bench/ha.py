@@ -23,7 +23,7 @@ report's setup: bird2's plain multipath route, no state sync). It measures:
   copies missing at the end (``conntrack -L``), the delay under load and for single
   flows (10 a second) before and right after the flood. A flow younger than that
   delay when its PLAT dies is lost. conntrackd's UDP channel is buffered: a lone
-  message waits for the next sync-side wake-up (an FTFW alive/ack, ~1 s, or the
+  message waits for the next sync-side wake-up (NOTRACK's alive message, ~1 s, or the
   peer's traffic), so on a quiet sync link the delay is up to ~1 s, under load a
   full MTU-sized buffer goes out at once.
 
