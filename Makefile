@@ -7,7 +7,9 @@ APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-rec
 
 .PHONY: demo demo-site split-png man test test-floor lint bench bench-e2e bench-clat bench-scrape bench-dhcp bench-ha fuzz clean debs
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional C accelerator; a change to it or its sources reinstalls.
+ACCEL_SRC := setup.py src/v6mostly/siit/_accel.c src/v6mostly/siit/_accel_xlat.h
+$(STAMP): pyproject.toml $(ACCEL_SRC)
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && $(APT) python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
@@ -46,17 +48,19 @@ demo-site: $(STAMP) debs
 	$(BIN)/v6mostly lab demo --site
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff check src tests bench tools setup.py
 	$(BIN)/mypy
 
 test: $(STAMP) debs lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	@# the same unit and conformance tests on the pure-Python core (the C accelerator off)
+	V6MOSTLY_ACCEL=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/conformance
 
 # The unit and conformance tests on the oldest dependency versions pyproject.toml
 # accepts (its floors), in a venv of their own: a floor that does not work fails here.
 FLOOR_VENV := .venv-floor
 FLOORS := pyroute2==0.7.3 prometheus-client==0.17.0 dnspython==2.4.0
-$(FLOOR_VENV)/.installed: pyproject.toml
+$(FLOOR_VENV)/.installed: pyproject.toml $(ACCEL_SRC)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/pip install -q $(FLOORS) pytest hypothesis scapy pytest-benchmark
 	$(FLOOR_VENV)/bin/pip install -q --no-deps -e .
@@ -100,4 +104,4 @@ fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/harness.py 1000000
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) $(FLOOR_VENV) build src/*.egg-info src/v6mostly/siit/_accel*.so .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -49,6 +49,7 @@ from types import FrameType
 from typing import Protocol, cast
 
 from ..linux.tun import Tun
+from ..siit import accel
 from ..siit.translator import Translator
 from ..siit.verdict import Stats
 from .worker_loops import (
@@ -212,6 +213,9 @@ class Dataplane:
         log.debug("worker %d started, pid %d", ws.index, pid)
 
     def start(self) -> None:
+        # One line per data plane: the C accelerator in use, switched off or not built.
+        status = accel.status()
+        (log.info if accel.available() else log.warning)("%s", status)
         for ws in self.workers:
             self._spawn(ws)
 

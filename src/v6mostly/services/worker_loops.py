@@ -63,22 +63,42 @@ def _read_failed(e: OSError, w: memoryview) -> None:
 
 
 def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
-    """The worker loop without vnet headers. Returns never; exits by exception."""
+    """The worker loop without vnet headers. Returns never; exits by exception.
+
+    With the C accelerator (``siit/accel.py``), after each packet Python handles,
+    ``FastPath.run`` reads, translates and writes in C, GIL released, until the queue
+    is empty (-1), a packet needs Python (its length) or its budget is used up (-2).
+    Only the blocking read stays here, so ``stop_between_packets`` works as without it:
+    the C loop never blocks, and it raises BufferError on the stop handler's read-only
+    buffer as ``os.readv`` does.
+    """
     buf = bytearray(BUFSIZE)
     mv = memoryview(buf)
     start = HEADROOM
     rd = [mv[start:]]
     LOOP.enter(rd)
+    run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
     readv = os.readv
     write = os.write
     translate_into = xl.translate_into
     pending = xl.pending
+    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+    n = _EMPTY
     while True:
-        try:
-            n = readv(fd, rd)
-        except OSError as e:
-            _read_failed(e, w)
+        if n == _AGAIN:
+            assert run is not None
+            try:
+                n = run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET)
+            except OSError as e:
+                _read_failed(e, w)
+                n = _EMPTY
             continue
+        if n == _EMPTY:
+            try:
+                n = readv(fd, rd)
+            except OSError as e:
+                _read_failed(e, w)
+                continue
         try:
             s, e2 = translate_into(buf, start, start + n)
             if s >= 0:
@@ -93,6 +113,25 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
         except Exception:  # a packet must never take the worker down
             w[W_EXC] += 1
             pending.clear()
+        n = _EMPTY if run is None else _AGAIN
+
+
+#: Packets the C loop handles before it lets Python run (signal handlers) again.
+C_BUDGET = 256
+#: ``FastPath.run`` results: the queue is empty; call again.
+_EMPTY = -1
+_AGAIN = -2
+
+
+def _c_loop(xl: Translator, w: memoryview) -> bool:
+    """Whether the C loop (``siit/accel.py``) can run this worker: the extension is in use
+    and the counters are shared memory (it counts with the GIL released)."""
+    return (
+        xl.accel is not None
+        and isinstance(xl.c_packets, memoryview)
+        and isinstance(xl.c_octets, memoryview)
+        and isinstance(w, memoryview)
+    )
 
 
 def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
@@ -436,6 +475,7 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     mv = memoryview(buf)
     rd = [mv[HEADROOM:]]
     LOOP.enter(rd)
+    run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
     readv = os.readv
     write = os.write
     H = vnet.VNET_HDR_LEN
@@ -443,12 +483,24 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     translate_into = xl.translate_into
     pending = xl.pending
     start = HEADROOM + H
+    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+    n = _EMPTY
     while True:
-        try:
-            n = readv(fd, rd)
-        except OSError as e:
-            _read_failed(e, w)
+        if n == _AGAIN:
+            # The C loop (see ``run_plain``): packets without GSO (siit/_accel.c).
+            assert run is not None
+            try:
+                n = run(fd, buf, rd[0], w, W_WERR, True, C_BUDGET)
+            except OSError as e:
+                _read_failed(e, w)
+                n = _EMPTY
             continue
+        if n == _EMPTY:
+            try:
+                n = readv(fd, rd)
+            except OSError as e:
+                _read_failed(e, w)
+                continue
         try:
             if buf[HEADROOM] == 0 and buf[HEADROOM + 1] == 0:
                 # No offload on this packet: the plain fast path plus a zero header.
@@ -463,12 +515,13 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
                     for p in pending:
                         _write_all(fd, zero + p, w)
                     pending.clear()
-                continue
-            for frame in handle_vnet_packet(xl, buf, n, w):
-                _write_all(fd, frame, w)
+            else:
+                for frame in handle_vnet_packet(xl, buf, n, w):
+                    _write_all(fd, frame, w)
         except Exception:  # a packet must never take the worker down
             w[W_EXC] += 1
             pending.clear()
+        n = _EMPTY if run is None else _AGAIN
 
 
 class _Loop:

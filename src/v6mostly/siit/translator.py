@@ -17,6 +17,11 @@ call returns ``(out_start, out_end)`` for the common case, or a code in
 ``Translator.translate(packet)`` is the convenient allocating API on top,
 returning a :class:`~v6mostly.siit.verdict.Verdict`.
 
+``translate_into`` is the C fast path when the optional extension is built
+(``siit/accel.py``): it translates the common packets itself and hands every
+other one, untouched, to ``translate_python``, the pure-Python core, which is
+the reference (the two give the same bytes and counters).
+
 The translator holds only configuration, counters and an IPv4 Identification
 counter: no clock, no sockets, no randomness. Counters live in ``stats``.
 """
@@ -35,7 +40,7 @@ from ..addr.rfc6052 import Pref64
 from ..addr.special import v4_multicast, v4_not_forwardable, v6_illegal_source
 from ..errors import ConfigError
 from ..wire.checksum import sum_delta
-from . import v4_to_v6, v6_to_v4
+from . import accel, v4_to_v6, v6_to_v4
 from .ratelimit import (
     DEFAULT_BURST,
     DEFAULT_GLOBAL_BURST,
@@ -132,6 +137,11 @@ def _addr(name: str, text: str | None, version: int) -> bytes | None:
 class Translator:
     """A stateless IP/ICMP translator (RFC 7915) with RFC 6052, RFC 7757 and RFC 6791."""
 
+    #: ``translate_into(buf, start, end)``: translate ``buf[start:end]`` in place
+    #: (``start >= 20``), see the module doc. The C fast path when ``accel`` is set,
+    #: else ``translate_python``.
+    translate_into: Callable[[bytearray, int, int], tuple[int, int]]
+
     def __init__(
         self,
         config: TranslatorConfig | None = None,
@@ -175,6 +185,7 @@ class Translator:
             )
         self.icmp_ext_node_id = cfg.icmp_ext_node_id
         self.lowest_ipv6_mtu = _check_mtu("lowest_ipv6_mtu", cfg.lowest_ipv6_mtu, 1280)
+        self.accel: accel.FastPath | None = None
         self.ipv6_mtu = self.ipv4_mtu = self.frag_mtu = 0
         self.set_link_mtu(cfg.ipv6_mtu, cfg.ipv4_mtu)
         self.amend_udp = cfg.amend_udp_checksum_zero
@@ -221,6 +232,11 @@ class Translator:
         #: The fast path counts straight into these (the same lists as in ``stats``).
         self.c_packets = self.stats.packets
         self.c_octets = self.stats.octets
+        #: The C fast path (``siit/accel.py``), or None and why (``accel_status``).
+        self.accel, self.accel_status = accel.attach(self)
+        self.translate_into = (
+            self.accel.translate_into if self.accel is not None else self.translate_python
+        )
 
     def set_link_mtu(self, ipv6_mtu: int, ipv4_mtu: int) -> None:
         """The MTUs of the IPv6 and IPv4 next hops (a TUN device's MTU, also at run time).
@@ -232,6 +248,8 @@ class Translator:
         self.ipv4_mtu = _check_mtu("ipv4_mtu", ipv4_mtu, 68)
         #: RFC 7915 §4: DF=0 packets are fragmented to fit both of these.
         self.frag_mtu = min(self.lowest_ipv6_mtu, self.ipv6_mtu)
+        if self.accel is not None:
+            self.accel.set_mtu(self.ipv6_mtu, self.ipv4_mtu, self.frag_mtu)
 
     # -- address mapping (policy: EAM first, then pool6; RFC 7757 §3.3) ----------------
 
@@ -402,8 +420,9 @@ class Translator:
 
     # -- public API -------------------------------------------------------------------
 
-    def translate_into(self, buf: bytearray, start: int, end: int) -> tuple[int, int]:
-        """Translate ``buf[start:end]`` in place (``start >= 20``). See the module doc."""
+    def translate_python(self, buf: bytearray, start: int, end: int) -> tuple[int, int]:
+        """Translate ``buf[start:end]`` in place (``start >= 20``) in Python: the reference
+        core, and the fallback of the C fast path. See the module doc."""
         if end - start < 1:
             return self.drop(Drop.TRUNCATED)
         v = buf[start] >> 4
