@@ -125,20 +125,47 @@ def test_tso6_superpacket_becomes_tso4_and_segments_verify() -> None:
 
 
 def test_df0_superpacket_is_segmented_in_software() -> None:
-    """DF=0 IPv4 may be fragmented by the translator: cut it first, never fragment a GSO."""
+    """DF=0 IPv4 may be fragmented by the translator: a super-packet whose segments do
+    not fit the lowest IPv6 MTU (1280) is cut first, never fragmented as a whole."""
     xl = Translator(XL_CFG)
-    payload = b"z" * 3000
+    payload = b"z" * 3900
     pkt = bytes(IP(src=S4, dst=C4, flags=0) / TCP(sport=80, dport=40000, flags="A") / Raw(payload))
     p, l4, off = partial(pkt)
-    hdr = vnet.VnetHeader(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1000, l4, off)
+    hdr = vnet.VnetHeader(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1300, l4, off)
     outs, w = run(xl, hdr, p)
     assert w[W_SWSEG] == 1
-    assert len(outs) == 3
-    for o in outs:
+    lens = []
+    for o in outs:  # each 1,360-byte segment is fragmented (RFC 7915 §4)
         h, out = finish(o)
         assert h == vnet.VnetHeader()
-        assert_checksum_ok(bytes(out))
-        assert len(out) == 40 + 20 + 1000
+        q = IPv6(bytes(out))
+        assert q.nh == 44 and len(out) <= 1280
+        lens.append(len(out))
+    assert len(outs) == 6
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_df0_superpacket_whose_segments_fit_stays_one(udp: bool) -> None:
+    """DF=0 (a QUIC-like UDP_SEGMENT sender without DF, or TCP): when every segment fits
+    the lowest IPv6 MTU, nothing would be fragmented: one translation for the burst."""
+    xl = Translator(XL_CFG)
+    payload = bytes(range(256)) * 12  # 3,072 bytes
+    l4_hdr = UDP(sport=443, dport=40000) if udp else TCP(sport=80, dport=40000, flags="A")
+    pkt = bytes(IP(src=S4, dst=C4, flags=0) / l4_hdr / Raw(payload))
+    p, l4, off = partial(pkt)
+    gso = vnet.GSO_UDP_L4 if udp else vnet.GSO_TCPV4
+    hdr = vnet.VnetHeader(vnet.F_NEEDS_CSUM, gso, 28 if udp else 40, 1024, l4, off)
+    outs, w = run(xl, hdr, p)
+    assert (w[W_SWSEG], len(outs)) == (0, 1)
+    h, out = finish(outs[0])
+    assert h.gso_type == (vnet.GSO_UDP_L4 if udp else vnet.GSO_TCPV6) and h.gso_size == 1024
+    q = IPv6(bytes(out))
+    assert (q.src, q.dst, q.nh) == (S6, C6, 17 if udp else 6)
+    assert bytes(q[UDP if udp else TCP].payload) == payload
+    segs = vnet.segment(h, out, 0, len(out))
+    assert len(segs) == 3 and all(len(x) <= 1280 for x in segs)
+    for x in segs:
+        assert_checksum_ok(bytes(x))
 
 
 def test_partial_udp_without_gso() -> None:

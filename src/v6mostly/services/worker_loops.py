@@ -329,7 +329,7 @@ def handle_vnet_packet(
         hdr = vnet.VnetHeader(*fields)
         out: list[bytes | bytearray | memoryview] = []
         try:
-            if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end):
+            if hdr.flags & vnet.F_NEEDS_CSUM and not _fast_ok(xl, buf, start, end, fields):
                 if hdr.gso_type != vnet.GSO_NONE:
                     w[W_SWSEG] += 1
                     xl.gso = False  # the segments are ordinary packets
@@ -394,7 +394,9 @@ def _vnet_fast(
     if v == 4:
         l3 = (buf[start] & 15) << 2
         proto = buf[start + 9]
-        if buf[start + 8] <= 1 or not (buf[start + 6] & 0x40 or end - start + 20 <= xl.frag_mtu):
+        if buf[start + 8] <= 1 or not (
+            buf[start + 6] & 0x40 or _seg_len(buf, start, end, fields) + 20 <= xl.frag_mtu
+        ):
             return None
         out_l3 = 40
     elif v == 6:
@@ -439,7 +441,28 @@ def _vnet_fast(
     return [memoryview(buf)[s - 10 : e]]
 
 
-def _fast_ok(xl: Translator, buf: bytearray, start: int, end: int) -> bool:
+_GSO_KNOWN = (vnet.GSO_TCPV4, vnet.GSO_TCPV6, vnet.GSO_UDP_L4)
+
+
+def _seg_len(
+    buf: bytearray, start: int, end: int, fields: tuple[int, int, int, int, int, int]
+) -> int:
+    """The largest IP packet this is, or (a GSO super-packet) will be cut into: its
+    L3 and L4 headers plus ``gso_size`` (``csum_start`` is where L4 starts)."""
+    gso_type, gso_size, l4 = fields[1] & 0x7F, fields[3], fields[4]
+    if gso_type not in _GSO_KNOWN or not gso_size or start + l4 + 13 > end:
+        return end - start  # not a super-packet, or one the general path will refuse
+    l4_len = (buf[start + l4 + 12] >> 4) * 4 if gso_type != vnet.GSO_UDP_L4 else 8
+    return min(end - start, l4 + l4_len + gso_size)
+
+
+def _fast_ok(
+    xl: Translator,
+    buf: bytearray,
+    start: int,
+    end: int,
+    fields: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0),
+) -> bool:
     """Can this partial-checksum packet be translated as one packet?"""
     v = buf[start] >> 4
     if v == 4:
@@ -447,8 +470,11 @@ def _fast_ok(xl: Translator, buf: bytearray, start: int, end: int) -> bool:
             return False
         if buf[start + 8] <= 1 or buf[start + 9] not in (6, 17):
             return False
-        # DF=0 may be fragmented by the translator (RFC 7915 §4).
-        return bool(buf[start + 6] & 0x40) or end - start + 20 <= xl.frag_mtu
+        # DF=0 may be fragmented by the translator (RFC 7915 §4): a super-packet goes
+        # whole only when each of its segments fits the lowest IPv6 MTU.
+        return bool(buf[start + 6] & 0x40) or _seg_len(buf, start, end, fields) + 20 <= (
+            xl.frag_mtu
+        )
     if v == 6:
         if end - start < 40 or buf[start + 7] <= 1 or buf[start + 6] not in (6, 17):
             return False

@@ -111,8 +111,10 @@ def translate_4to6(
         proto = 58
 
     # -- §4 "Fragment Header": fragments, and DF=0 packets over the lowest IPv6 MTU -----
+    # (a GSO super-packet reaches the core only when each of its segments fits: the
+    # worker cuts the others first, so none is ever fragmented as a whole)
     tc = 0 if xl.reset_tc else tos
-    if is_frag or (not df and out_len > xl.frag_mtu):
+    if is_frag or (not df and out_len > xl.frag_mtu and not xl.gso):
         return to_fragments(xl, buf, l4, end, frag, tc, proto, ttl, ident, addrs)
 
     # -- §4.1 the IPv6 header, written over the IPv4 header and the headroom ------------
