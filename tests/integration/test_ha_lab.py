@@ -17,7 +17,12 @@ import pytest
 
 from tests.integration.lab_helpers import require_root
 from v6mostly.lab.ha import CLIENTS, IDLE_TIMER, PLATS, pref64_paths
-from v6mostly.lab.ha_failover import clients_by_plat, ctl_json, failover, revive
+from v6mostly.lab.ha_failover import (
+    clients_by_plat,
+    ctl_json,
+    failover,
+    flows_across_revive,
+)
 from v6mostly.lab.ha_probe import max_gap
 from v6mostly.lab.topology import Lab, LabConfig, namespaces, running_lab, server6
 
@@ -137,22 +142,9 @@ def test_recovery_moves_no_running_flow(halab: Lab) -> None:
         "  chain pre { type filter hook prerouting priority -400; "
         "ip6 saddr @movers counter; }\n}\n"
     )
-    tcp = subprocess.Popen(
-        lab.cmd("hclient", [sys.executable, "-m", "v6mostly.lab.ha_probe", "tcp", server6(),
-                            "/flow.bin", "14", str(8 * 1024 * 1024), *CLIENTS[20:]]),
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        # counts, from before plat1 is back, any packet of these flows reaching it
-        subprocess.run(lab.cmd("plat1", ["nft", "-f", "-"]), input=probe, text=True, check=True)
-        time.sleep(2)
-        took = revive(lab, "plat1")
-        out, _ = tcp.communicate(timeout=120)
-    finally:
-        if tcp.poll() is None:
-            tcp.kill()
-            tcp.wait()
-    rows = [json.loads(x) for x in out.splitlines()]
+    # counts, from before plat1 is back, any packet of these flows reaching it
+    subprocess.run(lab.cmd("plat1", ["nft", "-f", "-"]), input=probe, text=True, check=True)
+    rows, took = flows_across_revive(lab, list(CLIENTS[20:]), 14)
     assert len(rows) == 20 and all(r["status"] == 200 and not r["error"] for r in rows), rows
     moved = lab.exec("plat1", ["nft", "list", "table", "inet", "probe"]).stdout
     assert "packets 0 bytes 0" in moved, moved  # not one packet of them reached plat1
@@ -196,20 +188,7 @@ def test_baseline_plain_ecmp_without_sync_loses_flows() -> None:
         assert res.survived("plat1") < res.count("plat1"), res.summary()
         assert res.survived("plat2") == res.count("plat2"), res.summary()
         # Recovery: plain ECMP re-hashes, the flows that move to plat1 have no state there.
-        tcp = subprocess.Popen(
-            lab.cmd("hclient", [sys.executable, "-m", "v6mostly.lab.ha_probe", "tcp", server6(),
-                                "/flow.bin", "12", str(8 * 1024 * 1024), *CLIENTS[20:]]),
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            time.sleep(2)
-            revive(lab, "plat1")
-            out, _ = tcp.communicate(timeout=120)
-        finally:
-            if tcp.poll() is None:
-                tcp.kill()
-                tcp.wait()
-        rows = [json.loads(x) for x in out.splitlines()]
+        rows, _ = flows_across_revive(lab, list(CLIENTS[20:]), 12)
         died = [r["source"] for r in rows if r["status"] != 200 or r["error"]]
         FIGURES["baseline_recovery"] = {"flows": len(rows), "died": len(died)}
         assert len(rows) == 20 and died, FIGURES["baseline_recovery"]

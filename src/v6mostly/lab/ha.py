@@ -225,9 +225,7 @@ def plan_ha(p: LabPlan, python: str) -> None:
             "--directory", www)  # fmt: skip
     p.spawn("inet4", "iperf3", "iperf3", "-s")
     for node in PLATS:
-        argv = ["plat", "--config", p.path(f"{node}.toml"),
-                "--control-socket", p.path(f"{node}.sock")]  # fmt: skip
-        p.spawn(node, node, python, "-m", "v6mostly", *argv)
+        p.spawn(node, node, python, "-m", "v6mostly", *plat_argv(p.path, node))
     for node in PLATS:
         p.start.append(Wait("log", node, 20, f"{node}: no bird configuration", node,
                             "bird configuration written"))  # fmt: skip
@@ -239,6 +237,11 @@ def plan_ha(p: LabPlan, python: str) -> None:
     p.start.append(Wait("ecmp", "core", 40, "core: the Pref64 is not over both PLATs",
                         "bird-core", "2"))  # fmt: skip
     p.start.append(Wait("ready", "hclient", 20))
+
+
+def plat_argv(path: Callable[[str], str], node: str) -> list[str]:
+    """``v6mostly plat`` of one PLAT with the lab's files (after ``python -m v6mostly``)."""
+    return ["plat", "--config", path(f"{node}.toml"), "--control-socket", path(f"{node}.sock")]
 
 
 def bird_argv(path: Callable[[str], str], node: str) -> list[str]:

@@ -34,6 +34,7 @@ from .ha import (
     UP4,
     bird_argv,
     flow_body,
+    plat_argv,
     pref64_paths,
 )
 from .ha_probe import max_gap
@@ -152,8 +153,7 @@ def revive(lab: Lab, node: str, timeout: float = 60) -> float:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(lab.path(f"{node}-bird.ctl"))
     # --replace: the killed PLAT left its nftables table behind (a rebooted box would not)
-    argv = ["plat", "--config", lab.path(f"{node}.toml"),
-            "--control-socket", lab.path(f"{node}.sock"), "--replace"]  # fmt: skip
+    argv = [*plat_argv(lab.path, node), "--replace"]
     log_before = _size(lab.path(f"{node}.log"))
     lab.spawn(node, node, [sys.executable, "-m", "v6mostly", *argv])
     deadline = time.monotonic() + timeout
@@ -247,3 +247,22 @@ def failover(
         res.udp_outage_s = max_gap([t for _, t in got], t_kill)
     res.udp_plat = next((p for p, cl in before.items() if udp_src in cl), "?")
     return res
+
+
+def flows_across_revive(
+    lab: Lab, sources: list[str], seconds: float, node: str = "plat1"
+) -> tuple[list[dict[str, Any]], float]:
+    """Long downloads from ``sources`` while ``node`` comes back (2 s after they start):
+    one result row per flow (``ha_probe tcp``) and how long the revival took."""
+    argv = [sys.executable, "-m", "v6mostly.lab.ha_probe", "tcp", server6(), f"/{FLOW_FILE}",
+            str(seconds), str(FLOW_SIZE), *sources]  # fmt: skip
+    tcp = _popen(lab, "hclient", argv)
+    try:
+        time.sleep(2)
+        took = revive(lab, node)
+        out, _ = tcp.communicate(timeout=seconds * 4 + 60)
+    finally:
+        if tcp.poll() is None:
+            tcp.kill()
+            tcp.wait()
+    return [json.loads(x) for x in out.splitlines()], took
