@@ -527,6 +527,8 @@ PLANES = {
     "v6mostly plain q1": LabConfig(queues=1, offload=False),
     "v6mostly plain q2": LabConfig(queues=2, offload=False),
     "v6mostly offload q1, no RPS": LabConfig(queues=1, offload=True, rps=False),
+    "v6mostly + RPS": LabConfig(rps=True),
+    "v6mostly, no poll": LabConfig(poll_us=0),
     "tayga": LabConfig(translator="tayga", rps=False),
     "tayga + RPS": LabConfig(translator="tayga", rps=True),
     "kernel (no translation)": LabConfig(translator="none"),

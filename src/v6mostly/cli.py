@@ -255,7 +255,7 @@ def _siit_settings(args: argparse.Namespace) -> object:
         "queues": args.queues,
         "offload": not args.no_offload,
         "txqueuelen": args.txqueuelen,
-        "rps": not args.no_rps,
+        "rps": False if args.no_rps else "auto",
     }
     return Settings(
         source="<command line>",

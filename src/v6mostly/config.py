@@ -12,7 +12,10 @@ Example (``v6mostly plat``)::
     queues = 0              # 0 = one worker per CPU
     offload = true          # IFF_VNET_HDR + TSO/USO; falls back to plain packets
     txqueuelen = 10000
-    rps = true              # spread the kernel's share of each packet over all CPUs
+    rps = "auto"            # spread the kernel's share of each packet over all CPUs:
+                            # "auto" while bulk (GSO) traffic flows, or true / false
+    poll_us = 100           # after a packet, poll the queue this long before sleeping
+    poll_cpu = 5            # ... spending at most this % of a CPU per worker on it
 
     [translator]
     pool6 = "2001:db8:64::/96"
@@ -88,8 +91,13 @@ class TunSettings:
     offload: bool = True
     txqueuelen: int = 10000
     #: Receive Packet Steering on the TUN's queues: the kernel's work for the
-    #: packets the workers write runs on other CPUs too.
-    rps: bool = True
+    #: packets the workers write runs on other CPUs too. "auto": while bulk
+    #: (GSO) traffic flows (services/rps.py); "on"; "off".
+    rps: str = "auto"
+    #: The adaptive poll of the C loop (services/worker_loops.Poll): microseconds after
+    #: a packet, and the most of a CPU (percent, per worker) it may spend.
+    poll_us: int = 100
+    poll_cpu: int = 5
 
     def queue_count(self) -> int:
         return self.queues or (os.cpu_count() or 1)
@@ -193,6 +201,16 @@ def parse_translator(r: _Reader) -> TranslatorConfig:
     return cfg
 
 
+def _rps(r: _Reader) -> str:
+    v = r.table.get("rps", "auto")
+    r.used.add("rps")
+    if v is True or v is False:
+        return "on" if v else "off"
+    if v != "auto":
+        raise r.fail("rps", v, 'expected true, false or "auto"')
+    return "auto"
+
+
 def parse_tun(r: _Reader) -> TunSettings:
     name = check_ifname(r, "name", r.get("name", str, "nat64"))
     t = TunSettings(
@@ -201,7 +219,9 @@ def parse_tun(r: _Reader) -> TunSettings:
         queues=r.integer("queues", 0, 0, 256),
         offload=r.get("offload", bool, True),
         txqueuelen=r.integer("txqueuelen", 10000, 1, 1_000_000),
-        rps=r.get("rps", bool, True),
+        rps=_rps(r),
+        poll_us=r.integer("poll_us", 100, 0, 10_000),
+        poll_cpu=r.integer("poll_cpu", 5, 0, 100),
     )
     r.finish()
     return t
@@ -426,6 +446,8 @@ class ClatSettings:
         # queues = 0                 # translator workers; 0 = one per CPU (at most 4)
         # offload = true             # GSO super-packets both ways (needs tc BPF); false:
         #                            # one packet at a time, IPv6 out through a raw socket
+        # poll_us = 100              # adaptive poll after a packet (as [tun] of plat.toml)
+        # poll_cpu = 5               # at most this % of a CPU per worker
 
         [metrics]
         listen = "127.0.0.1:9465"
@@ -441,6 +463,8 @@ class ClatSettings:
     state_dir: str = "/run/v6mostly"
     queues: int = 0
     offload: bool = True
+    poll_us: int = 100
+    poll_cpu: int = 5
 
     @property
     def worker_count(self) -> int:
@@ -467,6 +491,8 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
             raise r.fail("dns", dns, "expected the IPv4 or IPv6 address of a resolver") from None
     queues = r.integer("queues", 0, 0, 64)
     offload = r.get("offload", bool, True)
+    poll_us = r.integer("poll_us", 100, 0, 10_000)
+    poll_cpu = r.integer("poll_cpu", 5, 0, 100)
     r.finish()
     return ClatSettings(
         source,
@@ -478,6 +504,8 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
         metrics_listen,
         queues=queues,
         offload=offload,
+        poll_us=poll_us,
+        poll_cpu=poll_cpu,
     )
 
 

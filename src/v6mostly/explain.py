@@ -157,6 +157,14 @@ EXPLAIN: dict[str, tuple[str, str]] = {
         "CLAT: unicast Neighbor Solicitations for its address answered as the owner",
         "",
     ),
+    "poll_hits": (
+        "packets the adaptive poll found after a packet (no wake-up for them)",
+        "",
+    ),
+    "poll_spin_us": (
+        "microseconds the workers spent polling (bounded by [tun] poll_cpu)",
+        "too much CPU at light load: lower poll_cpu or poll_us (0 = off)",
+    ),
     "denied_to_plat": (
         "PLAT filter: packets to the Pref64 from sources outside [napt66] inside",
         "add the client prefix to inside, or find who sends from elsewhere",

@@ -67,6 +67,16 @@ class DataplaneCollector(Collector):
             value=extra["gso_software_segmented"],
         )
         yield CounterMetricFamily(
+            "v6mostly_poll_hits",
+            "Packets the adaptive poll took without a wake-up",
+            value=extra["poll_hits"],
+        )
+        yield CounterMetricFamily(
+            "v6mostly_poll_seconds",
+            "CPU seconds the workers spent in the adaptive poll",
+            value=extra["poll_spin_us"] / 1e6,
+        )
+        yield CounterMetricFamily(
             "v6mostly_worker_restarts", "Workers restarted after dying", value=self.dp.restarts
         )
         yield GaugeMetricFamily("v6mostly_workers", "Workers running", value=self.dp.alive())

@@ -16,13 +16,14 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import metric, pyexec, require_root, wait_for
+from tests.integration.lab_helpers import metric, pyexec, require_root, stop, wait_for
 from v6mostly.lab.topology import (
     CLIENT,
     CLIENT_B,
@@ -64,6 +65,52 @@ def test_ping_and_counters_add_up_across_workers(lab: Lab) -> None:
     after = metric(lab, "v6mostly_translated_packets_total", direction="6to4", protocol="icmp")
     # 20 echo requests, spread over two workers (flows hash to queues), all counted once.
     assert after - before == 20
+
+
+def _per_worker(lab: Lab) -> list[float]:
+    return [
+        metric(lab, "v6mostly_worker_translated_packets_total", worker=str(i)) for i in range(2)
+    ]
+
+
+def test_a_ping_and_its_replies_on_one_worker(lab: Lab) -> None:
+    """The steering program (linux/steering.py): echo requests (read as IPv6) and their
+    replies (read as IPv4) land on one queue, so no second worker is woken up."""
+    for _ in range(3):  # three ping runs: three ICMP identifiers
+        before = _per_worker(lab)
+        r = lab.exec("client6", ["ping", "-c", "10", "-i", "0.02", "-W", "2", S6])
+        assert " 0% packet loss" in r.stdout
+        delta = [a - b for a, b in zip(_per_worker(lab), before, strict=True)]
+        assert sorted(delta) == [0, 20], delta
+
+
+def test_rps_auto_follows_bulk_traffic(lab: Lab) -> None:
+    """[tun] rps = "auto" (services/rps.py): on while TCP super-packets flow, off after;
+    in plain mode (no super-packets) it stays off."""
+
+    def rps() -> int:
+        r = lab.exec("plat", ["cat", "/sys/class/net/nat64/queues/rx-0/rps_cpus"])
+        return int(r.stdout.strip().replace(",", ""), 16)
+
+    assert wait_for(lambda: rps() == 0, timeout=15)
+    seen = []
+    p = subprocess.Popen(
+        lab.cmd("client6", ["iperf3", "-c", S6, "-t", "5"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 8
+        while p.poll() is None and time.monotonic() < deadline:
+            seen.append(rps())
+            time.sleep(0.3)
+    finally:
+        stop(p)
+    if not lab.config.offload:
+        assert not any(seen), "plain mode: RPS turned on"
+        return
+    assert any(seen), "RPS never turned on during a TCP transfer"
+    assert wait_for(lambda: rps() == 0, timeout=15), "RPS stayed on after the transfer"
 
 
 def test_pmtu_learned_through_translated_packet_too_big() -> None:

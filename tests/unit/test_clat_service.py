@@ -27,7 +27,7 @@ from v6mostly.linux import bpf, nft, tc
 from v6mostly.linux.ndisc import RTM_NEWNDUSEROPT, parse_nduseropt
 from v6mostly.services import clat_text as clat
 from v6mostly.services.clat_egress import egress_name
-from v6mostly.services.worker_loops import ETH_IPV6, _tap_parts
+from v6mostly.services.clat_loops import ETH_IPV6, _tap_parts
 from v6mostly.wire import vnet
 
 OWN = "2001:db8:1::c1a7"

@@ -63,6 +63,10 @@ def test_lab_config_loads(tmp_path: Path) -> None:
             '[metrics] listen = "localhost": expected "ADDRESS:PORT"',
         ),
         (("txqueuelen = 10000", "txqueuelen = 10000\ncolour = 1"), "[tun] colour = 1: unknown key"),
+        (('rps = "auto"', 'rps = "yes"'), '[tun] rps = "yes": expected true, false or "auto"'),
+        (('rps = "auto"', "rps = 1"), '[tun] rps = 1: expected true, false or "auto"'),
+        (("poll_us = 100", "poll_us = -5"), "[tun] poll_us = -5: expected an integer from 0"),
+        (("poll_us = 100", "poll_us = 100\npoll_cpu = 101"), "[tun] poll_cpu = 101"),
         (
             ('eam = [{ ipv6 = "2001:db8:46::1/128", ipv4 = "198.51.100.1/32" }]', "eam = []"),
             "outer[0]",
@@ -81,6 +85,20 @@ def test_config_errors_name_file_key_value_rule(
         load(path, plat=True)
     assert str(e.value).startswith(path + ": ")
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "rps", "poll"),
+    [
+        ('rps = "auto"', "auto", (100, 5)),
+        ("rps = true", "on", (100, 5)),
+        ("rps = false\npoll_cpu = 0", "off", (100, 0)),
+    ],
+)
+def test_tun_rps_and_poll(tmp_path: Path, line: str, rps: str, poll: tuple[int, int]) -> None:
+    text = LAB_CONF.replace('rps = "auto"', line)
+    s = load(write(tmp_path, text), plat=True)
+    assert (s.tun.rps, (s.tun.poll_us, s.tun.poll_cpu)) == (rps, poll)
 
 
 def test_wkp_with_documentation_outer_in_eam_is_fine_but_cli_rejects_bad_toml(

@@ -67,7 +67,8 @@ queues = {cfg.queues}
 offload = {str(cfg.offload).lower()}
 mtu = 1500
 txqueuelen = 10000
-rps = {str(cfg.rps).lower()}
+rps = {'"auto"' if cfg.rps == "auto" else str(bool(cfg.rps)).lower()}
+poll_us = {cfg.poll_us}
 
 [translator]
 {pool6}ipv4_address = "{XLAT4}"

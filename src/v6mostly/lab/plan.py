@@ -423,7 +423,7 @@ def _plan_tayga(p: LabPlan) -> None:
     )
     p.run("plat", "tayga", "--config", tconf, "--mktun")
     p.run("plat", "ip", "link", "set", "nat64", "up", "txqueuelen", "10000")
-    if p.config.rps:
+    if p.config.rps is True:
         mask = f"{(1 << (os.cpu_count() or 1)) - 1:x}"
         p.run("plat", "sh", "-c", f"echo {mask} > /sys/class/net/nat64/queues/rx-0/rps_cpus")
     for r in (PREF64, f"{OUTER4}/32", f"{XLAT4}/32", f"{XLAT6}/128"):

@@ -124,8 +124,11 @@ class LabConfig:
     #: with option 108 (192.0.2.0/24 for legacy clients), DNS with ipv4only.arpa
     #: and DNS64 (upstream: the IPv4-only Internet's DNS server).
     router: bool = True
-    #: RPS on the translator's TUN (v6mostly's default; applied to tayga's TUN too when set).
-    rps: bool = True
+    #: RPS on the translator's TUN: ``[tun] rps`` of the PLAT (True, False or "auto",
+    #: v6mostly's default); tayga's TUN gets it when True.
+    rps: bool | str = "auto"
+    #: ``[tun] poll_us`` of the PLAT (the adaptive poll of the C loop; 0 = off).
+    poll_us: int = 100
     #: The whole IPv6-mostly site (see ``site.py``): clients ``legacy`` (dhcpcd without
     #: option 108: native IPv4 through NAT44), ``mostly`` (dhcpcd with option 108, then
     #: ``v6mostly clat``) and ``v6only`` on one bridged LAN, plus ``inet6``. Needs

@@ -32,6 +32,7 @@ from ..errors import V6mostlyError
 #: bpf(2) system call numbers.
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361}
 BPF_PROG_LOAD = 5
+_CMD_NAMES = {5: "BPF_PROG_LOAD", 10: "BPF_PROG_TEST_RUN"}
 BPF_PROG_TYPE_SCHED_CLS = 3
 #: enum bpf_func_id: BPF_FUNC_redirect_neigh (Linux 5.10).
 BPF_FUNC_REDIRECT_NEIGH = 152
@@ -45,7 +46,7 @@ class BpfError(V6mostlyError):
     pass
 
 
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
@@ -62,12 +63,12 @@ def redirect_neigh_program(ifindex: int) -> bytes:
         raise BpfError(f"ifindex {ifindex}: out of range")
     return b"".join(
         (
-            _insn(mov64_imm, dst=1, imm=ifindex),
-            _insn(mov64_imm, dst=2, imm=0),
-            _insn(mov64_imm, dst=3, imm=0),
-            _insn(mov64_imm, dst=4, imm=0),
-            _insn(call, imm=BPF_FUNC_REDIRECT_NEIGH),
-            _insn(exit_),
+            insn(mov64_imm, dst=1, imm=ifindex),
+            insn(mov64_imm, dst=2, imm=0),
+            insn(mov64_imm, dst=3, imm=0),
+            insn(mov64_imm, dst=4, imm=0),
+            insn(call, imm=BPF_FUNC_REDIRECT_NEIGH),
+            insn(exit_),
         )
     )
 
@@ -79,15 +80,23 @@ def _syscall_number() -> int:
     return nr
 
 
-def load_sched_cls(insns: bytes, name: str = PROG_NAME) -> int:
-    """Load a ``BPF_PROG_TYPE_SCHED_CLS`` program; return its file descriptor."""
+def bpf_syscall(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    """``bpf(cmd, attr, sizeof attr)``; BpfError naming the command when it fails."""
     libc = ctypes.CDLL(None, use_errno=True)
+    r = int(libc.syscall(_syscall_number(), cmd, attr, len(attr)))
+    if r < 0:
+        raise BpfError(f"bpf({_CMD_NAMES.get(cmd, cmd)}): {os.strerror(ctypes.get_errno())}")
+    return r
+
+
+def load_program(insns: bytes, prog_type: int, name: str) -> int:
+    """Load an eBPF program of ``prog_type``; return its file descriptor."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(b"Dual MIT/GPL")
     log = ctypes.create_string_buffer(4096)
     attr = struct.pack(
         "<IIQQIIQII16s",
-        BPF_PROG_TYPE_SCHED_CLS,
+        prog_type,
         len(insns) // 8,
         ctypes.addressof(code),
         ctypes.addressof(lic),
@@ -99,13 +108,16 @@ def load_sched_cls(insns: bytes, name: str = PROG_NAME) -> int:
         name.encode()[:15],
     )
     abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    fd = int(libc.syscall(_syscall_number(), BPF_PROG_LOAD, abuf, 128))
-    if fd < 0:
-        err = ctypes.get_errno()
+    try:
+        return bpf_syscall(BPF_PROG_LOAD, abuf)
+    except BpfError as e:
         detail = log.value.decode(errors="replace").strip().splitlines()
-        why = f": {detail[-1]}" if detail else ""
-        raise BpfError(f"bpf(BPF_PROG_LOAD): {os.strerror(err)}{why}")
-    return fd
+        raise BpfError(f"{e}: {detail[-1]}" if detail else str(e)) from None
+
+
+def load_sched_cls(insns: bytes, name: str = PROG_NAME) -> int:
+    """Load a ``BPF_PROG_TYPE_SCHED_CLS`` program; return its file descriptor."""
+    return load_program(insns, BPF_PROG_TYPE_SCHED_CLS, name)
 
 
 def install_redirect_neigh(tun: str, uplink: str) -> bool:

@@ -67,6 +67,15 @@ class Tun:
     def offload_names(self) -> list[str]:
         return [n for bit, n in _OFFLOAD_NAMES.items() if self.offloads & bit]
 
+    def steer(self) -> str | None:
+        """Both directions of a flow on one queue (``linux/steering.py``): None when set
+        (or one queue only), else why not, for one log line."""
+        if len(self.fds) < 2:
+            return None
+        from . import steering
+
+        return steering.attach(self.fds[0])
+
     def close(self) -> None:
         for fd in self.fds:
             with contextlib.suppress(OSError):
@@ -165,18 +174,19 @@ def configure_link(name: str, mtu: int, txqueuelen: int) -> None:
         ipr.link("set", index=idx[0], mtu=mtu, txqlen=txqueuelen, state="up")
 
 
-def set_rps(name: str, cpus: int | None = None) -> str | None:
+def set_rps(name: str, cpus: int | None = None, off: bool = False) -> str | None:
     """Spread the kernel's processing of packets written into the TUN over all CPUs (RPS).
 
     A TUN write runs the whole forwarding path (routing, nftables, segmentation,
     checksums for links without offloads) in the writer's context, on the
     worker's CPU. Receive Packet Steering hands it to another CPU's backlog, so
-    the worker goes back to translating. Returns an error text, or None.
+    the worker goes back to translating. ``off``: back to no RPS. Returns an
+    error text, or None.
     """
     n = cpus or os.cpu_count() or 1
     if n < 2:
         return None
-    mask = f"{(1 << n) - 1:x}"
+    mask = "0" if off else f"{(1 << n) - 1:x}"
     base = f"/sys/class/net/{name}/queues"
     try:
         queues = [q for q in os.listdir(base) if q.startswith("rx-")]

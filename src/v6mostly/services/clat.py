@@ -2,8 +2,7 @@
 
 Theory of operation
 -------------------
-The supervisor watches the uplink and decides, every second or on an event,
-whether the CLAT should run:
+The supervisor watches the uplink and decides, every second or on an event, whether it runs:
 
 * a **Pref64**: pinned (``--pref64``), else from RA PREF64 options (RFC 8781)
   as the kernel hands them to userspace (``RTM_NEWNDUSEROPT``), else RFC 7050
@@ -28,23 +27,21 @@ Active, it holds:
   set, target link-layer option) and ping6; ``ndisc_notify`` makes it send an
   unsolicited NA once DAD is done. A tc filter on the uplink hands every other
   packet for the address to the TUN (:mod:`v6mostly.linux.tc`);
-* one worker translating with the SIIT core (EAM 192.0.0.1 = the CLAT address,
-  everything else through the Pref64): IPv4 results go back into the TUN,
-  IPv6 results leave through a raw socket on the uplink.
+* workers translating with the SIIT core (EAM 192.0.0.1 = the CLAT address, the rest
+  through the Pref64; ``clat_loops.py``): IPv4 results go back into the TUN, IPv6
+  results out of the uplink (an egress TAP, else a raw socket).
 
-The IPv4 MTU of the TUN is the uplink's IPv6 MTU - 20 and follows it (RA MTU
-options change it).
+The IPv4 MTU of the TUN is the uplink's IPv6 MTU - 20 and follows it (RA MTU options).
 
-Time for lifetimes is ``CLOCK_BOOTTIME``: a PREF64 lifetime runs on while the
-host sleeps (``CLOCK_MONOTONIC`` stops in suspend, so a CLAT using it would
-think a stale prefix still valid after resume). A pause the loop notices (it
-woke up much later than it asked to: suspend/resume, SIGSTOP/SIGCONT, a
-frozen VM) is handled like a link change: Router Solicitations at once, the
-known prefixes must be re-advertised, DNS discovery is re-checked (Apple's
-CLAT did not come back after resume). The state (Pref64 and source, addresses, MTU, active or
-why not, counters) goes to ``/run/v6mostly/clat-IF.json`` (``clat status``); ``clat-IF.sock``
-beside it answers ``v6mostly ctl``. SIGTERM removes everything; a start after SIGKILL removes
-what the killed one left (named in its state file) and takes over.
+Time for lifetimes is ``CLOCK_BOOTTIME``: a PREF64 lifetime runs on while the host sleeps
+(``CLOCK_MONOTONIC`` stops in suspend, so a CLAT using it would think a stale prefix still valid
+after resume). A pause the loop notices (it woke up much later than it asked to: suspend/resume,
+SIGSTOP/SIGCONT, a frozen VM) is handled like a link change: Router Solicitations at once, the
+known prefixes must be re-advertised, DNS discovery is re-checked (Apple's CLAT did not come
+back after resume). The state (Pref64 and source, addresses, MTU, active or why not, counters)
+goes to ``/run/v6mostly/clat-IF.json`` (``clat status``); ``clat-IF.sock`` beside it answers
+``v6mostly ctl``. SIGTERM removes everything; a start after SIGKILL removes what the killed one
+left (named in its state file) and takes over.
 """
 
 from __future__ import annotations
@@ -69,9 +66,10 @@ from ..linux.tun import Tun
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
 from .clat_egress import close_egress, egress_name, open_egress
+from .clat_loops import clat_loop, clat_vnet_loop
 from .control_handlers import ReloadState, clat_handlers
 from .dataplane import Dataplane, SharedCounters
-from .worker_loops import clat_loop, clat_vnet_loop
+from .worker_loops import Poll
 
 log = logging.getLogger("v6mostly.clat")
 
@@ -470,6 +468,8 @@ class ClatService:
         try:
             tap = open_egress(s.tun, s.interface, s.worker_count, mtu + 20) if s.offload else None
             t = tun.open_tun(s.tun, s.worker_count, offload=tap is not None)
+            if err := t.steer():
+                log.warning("tun %s: %s (the kernel's own queue choice)", s.tun, err)
             tun.configure_link(s.tun, mtu, 1000)
             # No IPv6 on the TUN: no RS or MLD of its own (the translator drops them anyway).
             with contextlib.suppress(OSError, V6mostlyError):
@@ -490,7 +490,8 @@ class ClatService:
                     close_egress(tap)
                     tap = None
                 loop = clat_loop(s.interface, addr.packed, mac)
-            dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop)
+            poll = Poll(s.poll_us, s.poll_cpu)
+            dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop, poll)
             dp.start()
         except BaseException:
             tc.remove_redirect(s.interface, added)

@@ -54,7 +54,9 @@ from ..siit.translator import Translator
 from ..siit.verdict import Stats
 from .worker_loops import (
     LOOP,
+    NO_POLL,
     WORKER_COUNTERS,
+    Poll,
     WorkerLoop,
     run_plain,
     run_vnet,
@@ -147,6 +149,7 @@ def _worker_entry(
     w: memoryview,
     counters: SharedCounters,
     loop: WorkerLoop | None = None,
+    poll: Poll = NO_POLL,
 ) -> None:
     signal.signal(signal.SIGTERM, stop_between_packets)
     signal.signal(signal.SIGINT, stop_between_packets)
@@ -154,6 +157,7 @@ def _worker_entry(
     signal.signal(signal.SIGIO, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _follow_mtu(xl, counters))
     apply_link_mtu(xl, counters.link_mtu, counters.ipv6_extra)
+    poll.apply(xl, w)
     signal.pthread_sigmask(
         signal.SIG_UNBLOCK,
         {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1},
@@ -180,8 +184,10 @@ class Dataplane:
         make_translator: TranslatorFactory,
         counters: SharedCounters,
         loop: WorkerLoop | None = None,
+        poll: Poll = NO_POLL,
     ) -> None:
         self.loop = loop
+        self.poll = poll
         self.tun = tun
         self.make_translator = make_translator
         self.counters = counters
@@ -201,7 +207,7 @@ class Dataplane:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _worker_entry(ws.fd, self.tun.vnet, xl, w, self.counters, self.loop)
+                _worker_entry(ws.fd, self.tun.vnet, xl, w, self.counters, self.loop, self.poll)
             except SystemExit:
                 code = 0
             except BaseException:

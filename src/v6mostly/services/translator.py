@@ -36,6 +36,8 @@ from .control_handlers import ReloadState, translator_handlers
 from .dataplane import Dataplane, SharedCounters, TranslatorFactory
 from .ha_runtime import HaRuntime
 from .ha_runtime import dry_run_text as ha_dry_run_text
+from .rps import RpsAuto
+from .worker_loops import Poll
 
 log = logging.getLogger("v6mostly.service")
 
@@ -50,7 +52,7 @@ def dry_run_text(s: Settings, plat: bool) -> str:
         f"# v6mostly {'plat' if plat else 'siit'} --dry-run ({s.source})",
         f"tun {t.name}: mtu {t.mtu}, txqueuelen {t.txqueuelen}, {t.queue_count()} queue(s), "
         f"offload {'on (falls back to plain if refused)' if t.offload else 'off'}, "
-        f"RPS {'on' if t.rps else 'off'}",
+        f"RPS {t.rps}",
         f"translator: pool6 {s.translator.pool6 or '-'}, "
         + (
             "eam " + ", ".join(f"{a}={b}" for a, b in s.translator.eam)
@@ -167,6 +169,7 @@ class TranslatorService:
         self.control: ControlServer | None = None
         #: [ha]: bird's file and conntrackd's process (services/ha_runtime.py)
         self.ha: HaRuntime | None = None
+        self.rps_auto: RpsAuto | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -196,11 +199,15 @@ class TranslatorService:
         self.tun = t = tun.open_tun(s.tun.name, q, s.tun.offload)
         for note in t.notes:
             log.warning("tun %s: %s", t.name, note)
+        err = t.steer()
+        if err:
+            log.warning("tun %s: %s (the kernel's own queue choice)", t.name, err)
         tun.configure_link(t.name, s.tun.mtu, s.tun.txqueuelen)
-        if s.tun.rps:
+        if s.tun.rps == "on":
             err = tun.set_rps(t.name)
             if err:
                 log.warning("%s (continuing without RPS)", err)
+        self.rps_auto = RpsAuto() if s.tun.rps == "auto" and t.vnet else None
         log.info(
             "tun %s up: %d queue(s), mode %s%s, mtu %d",
             t.name,
@@ -226,7 +233,9 @@ class TranslatorService:
         mtu = netlink.link_mtu(t.name)
         counters.link_mtu = mtu
         self.watch = netlink.LinkWatch(t.name, mtu)
-        self.dp = Dataplane(t, _translator_factory(s), counters)
+        self.dp = Dataplane(
+            t, _translator_factory(s), counters, poll=Poll(s.tun.poll_us, s.tun.poll_cpu)
+        )
         self.dp.start()
         log.info("%d worker(s) running", q)
         if s.metrics_listen:
@@ -323,6 +332,24 @@ class TranslatorService:
         log.info("tun %s: mtu now %d; next-hop MTU of the translator%s", self.watch.dev, mtu, note)
         self.dp.set_link_mtu(mtu)
 
+    def follow_rps(self, auto: RpsAuto) -> None:
+        """``rps = "auto"``: RPS on while bulk traffic flows (services/rps.py)."""
+        assert self.dp is not None and self.tun is not None
+        change = auto.update(self.dp.counters.total()[1]["gso_superpackets"], time.monotonic())
+        if change is None:
+            return
+        err = tun.set_rps(self.tun.name, off=not change)
+        if err:
+            log.warning('%s; rps = "auto" gives up', err)
+            self.rps_auto = None
+        else:
+            log.info(
+                "tun %s: RPS %s (bulk traffic %s)",
+                self.tun.name,
+                "on" if change else "off",
+                "flows" if change else "stopped",
+            )
+
     def run(self) -> None:
         assert self.dp is not None
         while True:
@@ -334,6 +361,8 @@ class TranslatorService:
                     self.follow_mtu()  # a missed SIGIO costs at most a second
                 if self.ha is not None:
                     self.ha.tick()
+                if self.rps_auto is not None:
+                    self.follow_rps(self.rps_auto)
                 if self.plat:
                     self.exhaustion.update(
                         conntrack.stats(), time.monotonic(), conntrack.entries(), conntrack.limit()

@@ -2,7 +2,7 @@
 
 ``run_plain`` and ``run_vnet`` (the TUN's plain and offload modes) read a
 packet into one preallocated buffer, translate it in place and write it back;
-``clat_loop`` does the same for the CLAT, sending IPv6 out of the uplink. The
+the CLAT's loops (``clat_loops``) do the same, sending IPv6 out of the uplink. The
 bodies are deliberately inlined (a shared call per packet costs ~54 ns here).
 A worker told to stop (SIGTERM) finishes the packet in hand first (see
 ``stop_between_packets``). The supervisor (``dataplane``) forks, counts and
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import sys
 from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from ..siit.translator import HEADROOM, Translator
-from ..siit.verdict import SLOW, Drop
+from ..siit.verdict import SLOW
 from ..wire import vnet
 
 #: Per-worker counters beyond the translator's own.
@@ -36,8 +36,12 @@ WORKER_COUNTERS = (
     "worker_errors",  # unexpected exceptions while handling a packet (packet dropped)
     "vnet_errors",  # inconsistent virtio_net_hdr (packet dropped)
     "neighbor_advertisements",  # CLAT: unicast NS for its address answered
+    "poll_hits",  # packets the adaptive poll found (no wake-up for them), C loop only
+    "poll_spin_us",  # microseconds spent in the adaptive poll
 )
-W_GSO, W_SEGS, W_SWSEG, W_CSUM, W_WERR, W_RERR, W_EXC, W_VNET, W_NA = range(len(WORKER_COUNTERS))
+W_GSO, W_SEGS, W_SWSEG, W_CSUM, W_WERR, W_RERR, W_EXC, W_VNET, W_NA, W_POLL_HITS, W_POLL_US = range(
+    len(WORKER_COUNTERS)
+)
 
 BUFSIZE = 65536 + 256
 
@@ -123,6 +127,25 @@ _EMPTY = -1
 _AGAIN = -2
 
 
+@dataclass(frozen=True)
+class Poll:
+    """The adaptive poll of the C loop (``[tun] poll_us`` / ``poll_cpu``): after a packet,
+    keep reading without blocking for up to ``us`` microseconds (the answer of a ping or
+    the next packet of a burst is then taken without a wake-up), spending at most
+    ``cpu_percent`` of a CPU per worker on it, counted per second."""
+
+    us: int = 0
+    cpu_percent: int = 0
+
+    def apply(self, xl: Translator, w: memoryview) -> None:
+        if self.us and _c_loop(xl, w) and xl.accel is not None:
+            xl.accel.set_poll(self.us * 1000, self.cpu_percent * 10_000_000, W_POLL_HITS, W_POLL_US)
+
+
+#: No adaptive poll (the default of ``Dataplane``).
+NO_POLL = Poll()
+
+
 def _c_loop(xl: Translator, w: memoryview) -> bool:
     """Whether the C loop (``siit/accel.py``) can run this worker: the extension is in use
     and the counters are shared memory (it counts with the GIL released)."""
@@ -132,168 +155,6 @@ def _c_loop(xl: Translator, w: memoryview) -> bool:
         and isinstance(xl.c_octets, memoryview)
         and isinstance(w, memoryview)
     )
-
-
-def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
-    """The CLAT's worker loop (RFC 6877): IPv4 from the host's applications and the
-    IPv6 the uplink's tc filter redirects both arrive on the TUN; IPv4 results go
-    back into the TUN (delivered to the host), IPv6 results leave through a raw
-    socket on the uplink, as locally generated packets (no forwarding on the host,
-    the kernel routes and resolves neighbours). A unicast Neighbor Solicitation for
-    the CLAT address ``own6`` (the translator drops it as an ICMPv6 type it does
-    not translate, leaving the buffer as read) is answered as its owner would.
-    """
-    from ..clat.nd import answer_ns
-
-    def run(fd: int, xl: Translator, w: memoryview) -> None:
-        raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, uplink.encode())
-        sendto = raw.sendto
-        ntop = socket.inet_ntop
-        af6 = socket.AF_INET6
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        start = HEADROOM
-        rd = [mv[start:]]
-        LOOP.enter(rd)
-        readv = os.readv
-        write = os.write
-        translate_into = xl.translate_into
-        pending = xl.pending
-        untranslatable_icmp = int(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        while True:
-            try:
-                n = readv(fd, rd)
-            except OSError as e:
-                _read_failed(e, w)
-                continue
-            try:
-                s, e2 = translate_into(buf, start, start + n)
-                if s >= 0:
-                    outs: list[bytes | memoryview] = [mv[s:e2]]
-                elif s == SLOW:
-                    outs = list(pending)
-                    pending.clear()
-                elif e2 == untranslatable_icmp:
-                    na = answer_ns(bytes(buf[start : start + n]), own6, mac)
-                    if na is None:
-                        continue
-                    w[W_NA] += 1
-                    outs = [na]
-                else:
-                    continue
-                for p in outs:
-                    try:
-                        if p[0] >> 4 == 6:
-                            sendto(p, (ntop(af6, p[24:40]), 0))
-                        else:
-                            write(fd, p)
-                    except OSError:
-                        w[W_WERR] += 1
-            except Exception:  # a packet must never take the worker down
-                w[W_EXC] += 1
-                pending.clear()
-
-    return run
-
-
-#: The Ethernet header before IPv6 written into the CLAT's egress TAP. The tc
-#: program there strips it and fills in the real one (``bpf_redirect_neigh``); the
-#: destination only must not be multicast.
-ETH_IPV6 = bytes.fromhex("02000000000102000000000286dd")
-
-
-def _tap_parts(frame: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
-    """A translated frame (vnet header + IPv6) as TAP iovecs: header offsets count
-    the Ethernet header on a TAP (``csum_start``, ``hdr_len``)."""
-    flags, gso_type, hdr_len, gso_size, cs, co = _unpack_hdr(frame, 0)
-    if not flags and not gso_type:
-        return [_ZERO_HDR, ETH_IPV6, frame[10:]]
-    if flags & vnet.F_NEEDS_CSUM:
-        cs += 14
-    if hdr_len:
-        hdr_len += 14
-    return [vnet.HDR.pack(flags, gso_type, hdr_len, gso_size, cs, co), ETH_IPV6, frame[10:]]
-
-
-def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLoop:
-    """The CLAT's worker loop with offloads (RFC 6877): like ``run_vnet``, but IPv6
-    results go into the egress TAP queue paired with the TUN queue (``tap_for``),
-    whose tc program sends them out of the uplink, super-packets whole
-    (:mod:`v6mostly.linux.bpf`). IPv4 results go back into the TUN (delivered to
-    the host). A unicast Neighbor Solicitation for ``own6`` is answered as its
-    owner would (the translator drops it, leaving the buffer as read).
-    """
-    from ..clat.nd import answer_ns
-
-    def run(fd: int, xl: Translator, w: memoryview) -> None:
-        tapfd = tap_for[fd]
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        rd = [mv[HEADROOM:]]
-        LOOP.enter(rd)
-        readv = os.readv
-        write = os.write
-        writev = os.writev
-        H = vnet.VNET_HDR_LEN
-        zero = _ZERO_HDR
-        zero_eth = _ZERO_HDR + ETH_IPV6
-        translate_into = xl.translate_into
-        pending = xl.pending
-        start = HEADROOM + H
-
-        def out(frame: bytes | bytearray | memoryview) -> None:
-            try:
-                if frame[H] >> 4 == 6:
-                    writev(tapfd, _tap_parts(frame))
-                else:
-                    write(fd, frame)
-            except OSError:
-                w[W_WERR] += 1
-
-        def dropped(end: int) -> None:
-            # Off the hot path: is it a unicast NS for the CLAT address?
-            if end - start >= 64 and buf[start] >> 4 == 6 and buf[start + 6] == 58:
-                na = answer_ns(bytes(buf[start:end]), own6, mac)
-                if na is not None:
-                    w[W_NA] += 1
-                    out(zero + na)
-
-        while True:
-            try:
-                n = readv(fd, rd)
-            except OSError as e:
-                _read_failed(e, w)
-                continue
-            try:
-                if buf[HEADROOM] == 0 and buf[HEADROOM + 1] == 0:
-                    s, e2 = translate_into(buf, start, HEADROOM + n)
-                    if s >= 0:
-                        try:
-                            if buf[s] >> 4 == 6:
-                                writev(tapfd, [zero_eth, mv[s:e2]])
-                            else:
-                                buf[s - H : s] = zero
-                                write(fd, mv[s - H : e2])
-                        except OSError:
-                            w[W_WERR] += 1
-                    elif s == SLOW:
-                        for p in pending:
-                            out(zero + p)
-                        pending.clear()
-                    else:
-                        dropped(HEADROOM + n)
-                    continue
-                frames = handle_vnet_packet(xl, buf, n, w)
-                if not frames:
-                    dropped(HEADROOM + n)
-                for frame in frames:
-                    out(frame)
-            except Exception:  # a packet must never take the worker down
-                w[W_EXC] += 1
-                pending.clear()
-
-    return run
 
 
 _ZERO_HDR = bytes(vnet.VNET_HDR_LEN)

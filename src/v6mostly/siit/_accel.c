@@ -20,6 +20,13 @@
  *   mode) a 10-byte virtio-net header comes first: packets without GSO are taken, with no
  *   offload or DATA_VALID (out with a zero header, as worker_loops.run_vnet) or with a
  *   partial checksum (NEEDS_CSUM, as worker_loops._vnet_fast); GSO super-packets go to Python.
+ * * ``run(..., budget, out6, eth)`` (the CLAT, services/clat_loops.py): the same, but IPv6
+ *   results leave through ``out6`` while IPv4 results still go back into ``fd``. ``eth`` None:
+ *   ``out6`` is a raw IPv6 socket (IPPROTO_RAW), the packet is sent alone to its destination
+ *   (bytes 24..40, port 0) as clat_loop's ``sendto``; ``eth`` 14 bytes (clat_loops.ETH_IPV6):
+ *   ``out6`` is a TAP, written [vnet header, eth, packet] as clat_loops._tap_parts does (the
+ *   header's csum_start and hdr_len, when set, count the 14 bytes). A failed send counts
+ *   ``w[werr]`` too. ``out6`` -1 (the default): everything goes back into ``fd``.
  *
  * Counters: ``packets``/``octets`` are the Translator's (``Stats.packets``/``octets``): a
  * writable buffer of 8 uint64 (the shared memory of the workers) or any Python sequence
@@ -30,7 +37,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "_accel_xlat.h"
@@ -43,6 +53,10 @@ typedef struct {
     Py_buffer pbuf, obuf;
     uint64_t *pc, *oc;      /* non-NULL: the counters are buffers */
     int nowait;             /* 0: try preadv2(RWF_NOWAIT); -1: the fd refused it, poll */
+    /* The adaptive poll of run() (set_poll): spin up to poll_ns after a packet, at most
+     * poll_cap_ns of spinning per second (poll_spent_ns since poll_epoch_ns). */
+    long long poll_ns, poll_cap_ns, poll_epoch_ns, poll_spent_ns;
+    Py_ssize_t poll_hits_idx, poll_spin_idx;
     XlConfig c;
 } Accel;
 
@@ -235,6 +249,41 @@ static PyObject *Accel_set_mtu(Accel *a, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* set_poll(poll_ns, cap_ns, hits_index, spin_index): after the last packet, run() keeps
+ * reading (non-blocking) for up to poll_ns before it returns "empty", spending at most cap_ns
+ * per second on it; the worker counters at hits_index / spin_index count the packets a poll
+ * found and the microseconds spent polling. poll_ns 0: no poll. */
+static PyObject *Accel_set_poll(Accel *a, PyObject *args)
+{
+    long long poll, cap;
+    Py_ssize_t hits, spin;
+    if (!PyArg_ParseTuple(args, "LLnn", &poll, &cap, &hits, &spin))
+        return NULL;
+    if (poll < 0 || cap < 0 || hits < 0 || spin < 0) {
+        PyErr_SetString(PyExc_ValueError, "set_poll(): negative argument");
+        return NULL;
+    }
+    a->poll_ns = poll, a->poll_cap_ns = cap, a->poll_hits_idx = hits, a->poll_spin_idx = spin;
+    a->poll_epoch_ns = 0, a->poll_spent_ns = 0;
+    Py_RETURN_NONE;
+}
+
+static long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The time spent polling since ``since``, charged to this second's allowance. */
+static void poll_charge(Accel *a, uint64_t *wc, long long since, long long now)
+{
+    if (now - a->poll_epoch_ns >= 1000000000LL)
+        a->poll_epoch_ns = now, a->poll_spent_ns = 0;
+    a->poll_spent_ns += now - since;
+    wc[a->poll_spin_idx] += (uint64_t)((now - since) / 1000);
+}
+
 /* The translator's ``ip_id`` (its instance dict when it has one: the cheap way). */
 static int load_ip_id(Accel *a)
 {
@@ -409,15 +458,25 @@ static long vnet_partial(Accel *a, uint8_t *buf, ssize_t n, VnetCsum *vh)
 
 static PyObject *Accel_run(Accel *a, PyObject *args)
 {
-    int fd, vnet, budget, i, err = 0;
+    int fd, vnet, budget, i, err = 0, out6 = -1;
     Py_ssize_t werr;
     long res = -2;
-    PyObject *bufobj, *token, *wobj;
+    PyObject *bufobj, *token, *wobj, *ethobj = Py_None;
     Py_buffer bb, tb, wb;
-    uint8_t *buf;
+    uint8_t *buf, eth[14];
     uint64_t *wc;
-    if (!PyArg_ParseTuple(args, "iOOOnpi", &fd, &bufobj, &token, &wobj, &werr, &vnet, &budget))
+    struct sockaddr_in6 sa6;
+    if (!PyArg_ParseTuple(args, "iOOOnpi|iO", &fd, &bufobj, &token, &wobj, &werr, &vnet, &budget,
+                          &out6, &ethobj))
         return NULL;
+    if (ethobj != Py_None && (!PyBytes_Check(ethobj) || PyBytes_GET_SIZE(ethobj) != 14)) {
+        PyErr_SetString(PyExc_ValueError, "run(): eth: expected None or 14 bytes");
+        return NULL;
+    }
+    if (ethobj != Py_None)
+        memcpy(eth, PyBytes_AS_STRING(ethobj), 14);
+    memset(&sa6, 0, sizeof sa6);
+    sa6.sin6_family = AF_INET6;  /* port, flow information and scope 0, as clat_loop's */
     if (PyObject_GetBuffer(token, &tb, PyBUF_WRITABLE) < 0)
         return NULL;  /* the stop handler's read-only buffer: BufferError, as os.readv */
     PyBuffer_Release(&tb);
@@ -432,7 +491,8 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "run(): buffer too small");
         return NULL;
     }
-    if (get_counters(wobj, &wb, &wc) < 0 || !wc || werr < 0 || werr >= wb.len / 8) {
+    if (get_counters(wobj, &wb, &wc) < 0 || !wc || werr < 0 || werr >= wb.len / 8 ||
+        (a->poll_ns && (a->poll_hits_idx >= wb.len / 8 || a->poll_spin_idx >= wb.len / 8))) {
         if (wc)
             PyBuffer_Release(&wb);
         PyBuffer_Release(&bb);
@@ -447,6 +507,9 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
     }
     buf = (uint8_t *)bb.buf;
     Py_BEGIN_ALLOW_THREADS
+    /* The adaptive poll: ``last`` is when the latest packet was handled (run() is called
+     * right after one), ``spin`` when the queue was first found empty since (0: not). */
+    long long last = a->poll_ns ? mono_ns() : 0, spin = 0;
     for (i = 0; i < budget; i++) {
         long start = XL_HEADROOM, os = 0, oe = 0;
         int cls = 0, r = XL_DECLINE, idx = 0;
@@ -454,17 +517,43 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         VnetCsum vh;
         ssize_t n = read_nowait(a, fd, buf + XL_HEADROOM, (size_t)(bb.len - XL_HEADROOM)), w;
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (a->poll_ns) {
+                    long long now = mono_ns();
+                    if (!spin)
+                        spin = now;
+                    if (now - last < a->poll_ns &&
+                        (now - a->poll_epoch_ns >= 1000000000LL ||
+                         a->poll_spent_ns + (now - spin) < a->poll_cap_ns)) {
+                        i--;  /* an empty read is not a packet of the budget */
+                        continue;
+                    }
+                    poll_charge(a, wc, spin, now);
+                }
                 res = -1;
-            else if (errno != EINTR)
+            } else if (errno != EINTR) {
                 err = errno;
+            }
             break;
+        }
+        if (spin) {  /* the poll found this packet: no wake-up for it */
+            long long now = mono_ns();
+            poll_charge(a, wc, spin, now);
+            wc[a->poll_hits_idx] += 1;
+            spin = 0;
         }
         if (vnet) {
             start += VNET_LEN;
             if (n < VNET_LEN + 1 || buf[XL_HEADROOM + 1] || buf[XL_HEADROOM] > 2 ||
                 (buf[XL_HEADROOM] == 1 && (csum_pos = vnet_partial(a, buf, n, &vh)) < 0)) {
                 res = n;  /* GSO, or a header only Python's handle_vnet_packet reads */
+                break;
+            }
+            if (csum_pos >= 0 && out6 >= 0 && ethobj != Py_None && vh.out_l3 == 40 &&
+                vh.hdr_len > 65535 - 14) {  /* no TAP header for it (Python: struct.error) */
+                buf[csum_pos] ^= 0xFF;
+                buf[csum_pos + 1] ^= 0xFF;
+                res = n;
                 break;
             }
         }
@@ -500,10 +589,37 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
             os -= VNET_LEN;
             memset(buf + os, 0, VNET_LEN);
         }
-        while ((w = write(fd, buf + os, (size_t)(oe - os))) < 0 && errno == EINTR)
-            ;
+        if (out6 >= 0 && buf[os + (vnet ? VNET_LEN : 0)] >> 4 == 6) {
+            uint8_t *p = buf + os + (vnet ? VNET_LEN : 0);
+            if (ethobj == Py_None) {  /* the raw socket: the packet alone, to its destination */
+                memcpy(&sa6.sin6_addr, p + 24, 16);
+                while ((w = sendto(out6, p, (size_t)(buf + oe - p), 0, (struct sockaddr *)&sa6,
+                                   sizeof sa6)) < 0 && errno == EINTR)
+                    ;
+            } else {  /* the TAP: header (offsets past the Ethernet header), eth, packet */
+                uint8_t hdr[VNET_LEN] = {0};
+                struct iovec iov[3] = {{hdr, VNET_LEN}, {eth, 14}, {p, (size_t)(buf + oe - p)}};
+                uint16_t hl = 0, cs;
+                if (vnet && (buf[os] || buf[os + 1])) {  /* flags or gso_type: not a zero one */
+                    memcpy(hdr, buf + os, VNET_LEN);
+                    memcpy(&hl, hdr + 2, 2);
+                    memcpy(&cs, hdr + 6, 2);
+                    if (hl)
+                        hl += 14, memcpy(hdr + 2, &hl, 2);
+                    if (hdr[0] & 1)
+                        cs += 14, memcpy(hdr + 6, &cs, 2);
+                }
+                while ((w = writev(out6, iov, 3)) < 0 && errno == EINTR)
+                    ;
+            }
+        } else {
+            while ((w = write(fd, buf + os, (size_t)(oe - os))) < 0 && errno == EINTR)
+                ;
+        }
         if (w < 0)
             wc[werr] += 1;
+        if (a->poll_ns)
+            last = mono_ns();
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&wb);
@@ -521,7 +637,9 @@ static PyMethodDef Accel_methods[] = {
     {"translate_into", (PyCFunction)(void (*)(void))Accel_translate_into, METH_FASTCALL,
      "translate_into(buf, start, end): the fast path, else the fallback."},
     {"run", (PyCFunction)Accel_run, METH_VARARGS,
-     "run(fd, buf, token, w, werr, vnet, budget): read, translate and write in C."},
+     "run(fd, buf, token, w, werr, vnet, budget[, out6, eth]): read, translate and write in C."},
+    {"set_poll", (PyCFunction)Accel_set_poll, METH_VARARGS,
+     "set_poll(poll_ns, cap_ns, hits_index, spin_index): the adaptive poll of run()."},
     {"set_mtu", (PyCFunction)Accel_set_mtu, METH_VARARGS,
      "set_mtu(ipv6_mtu, ipv4_mtu, frag_mtu)"},
     {NULL, NULL, 0, NULL},

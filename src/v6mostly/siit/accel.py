@@ -55,10 +55,25 @@ class FastPath(Protocol):
     def translate_into(self, buf: bytearray, start: int, end: int) -> tuple[int, int]: ...
 
     def run(
-        self, fd: int, buf: bytearray, token: Any, w: Any, werr: int, vnet: bool, budget: int
-    ) -> int: ...
+        self,
+        fd: int,
+        buf: bytearray,
+        token: Any,
+        w: Any,
+        werr: int,
+        vnet: bool,
+        budget: int,
+        out6: int = -1,
+        eth: bytes | None = None,
+        /,
+    ) -> int:
+        """The C loop (``_accel.c``). With ``out6`` (the CLAT), IPv6 results leave through
+        it: a raw IPv6 socket (``eth`` None) or a TAP, as [vnet header, ``eth``, packet]."""
+        ...
 
     def set_mtu(self, ipv6_mtu: int, ipv4_mtu: int, frag_mtu: int) -> None: ...
+
+    def set_poll(self, poll_ns: int, cap_ns: int, hits_index: int, spin_index: int) -> None: ...
 
 
 def built() -> bool:
