@@ -70,14 +70,14 @@ def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
         translate_into = xl.translate_into
         pending = xl.pending
         untranslatable_icmp = int(Drop.UNTRANSLATABLE_ICMP_TYPE)
-        # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+        # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet;
+        # with it, _EMPTY makes the C loop's first read the blocking one.
         n = _EMPTY
         while True:
-            if n == _AGAIN:
+            if n < 0 and c_run is not None:
                 # The C loop: IPv4 results into the TUN, IPv6 ones out of the raw socket.
-                assert c_run is not None
                 try:
-                    n = c_run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET, raw_fd, None)
+                    n = c_run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET, raw_fd, None, n == _EMPTY)
                 except OSError as e:
                     _read_failed(e, w)
                     n = _EMPTY
@@ -185,14 +185,16 @@ def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLo
                     w[W_NA] += 1
                     out(zero + na)
 
-        # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+        # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet;
+        # with it, _EMPTY makes the C loop's first read the blocking one.
         n = _EMPTY
         while True:
-            if n == _AGAIN:
+            if n < 0 and c_run is not None:
                 # The C loop (packets without GSO): IPv6 results into the TAP queue.
-                assert c_run is not None
                 try:
-                    n = c_run(fd, buf, rd[0], w, W_WERR, True, C_BUDGET, tapfd, ETH_IPV6)
+                    n = c_run(
+                        fd, buf, rd[0], w, W_WERR, True, C_BUDGET, tapfd, ETH_IPV6, n == _EMPTY
+                    )
                 except OSError as e:
                     _read_failed(e, w)
                     n = _EMPTY

@@ -69,12 +69,14 @@ def _read_failed(e: OSError, w: memoryview) -> None:
 def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     """The worker loop without vnet headers. Returns never; exits by exception.
 
-    With the C accelerator (``siit/accel.py``), after each packet Python handles,
-    ``FastPath.run`` reads, translates and writes in C, GIL released, until the queue
-    is empty (-1), a packet needs Python (its length) or its budget is used up (-2).
-    Only the blocking read stays here, so ``stop_between_packets`` works as without it:
-    the C loop never blocks, and it raises BufferError on the stop handler's read-only
-    buffer as ``os.readv`` does.
+    With the C accelerator (``siit/accel.py``), ``FastPath.run`` reads, translates and
+    writes in C, GIL released, until the queue is empty (-1), a packet needs Python (its
+    length) or its budget is used up (-2). After "empty" its first read is the blocking
+    one (the packet that wakes the worker is sent before any Python runs); after a packet
+    Python handled, no read of it blocks. ``stop_between_packets`` works as without it:
+    interrupted in the blocking read, the C loop runs the handlers with the read buffer
+    held, as ``os.readv`` does, and it raises BufferError on the stop handler's read-only
+    buffer.
     """
     buf = bytearray(BUFSIZE)
     mv = memoryview(buf)
@@ -86,13 +88,13 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     write = os.write
     translate_into = xl.translate_into
     pending = xl.pending
-    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet; with
+    # it, _EMPTY makes the C loop's first read the blocking one.
     n = _EMPTY
     while True:
-        if n == _AGAIN:
-            assert run is not None
+        if n < 0 and run is not None:
             try:
-                n = run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET)
+                n = run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET, -1, None, n == _EMPTY)
             except OSError as e:
                 _read_failed(e, w)
                 n = _EMPTY
@@ -370,14 +372,14 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     translate_into = xl.translate_into
     pending = xl.pending
     start = HEADROOM + H
-    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet.
+    # Without the C loop ``n`` is always _EMPTY here: one blocking read per packet; with
+    # it, _EMPTY makes the C loop's first read the blocking one.
     n = _EMPTY
     while True:
-        if n == _AGAIN:
+        if n < 0 and run is not None:
             # The C loop (see ``run_plain``): packets without GSO (siit/_accel.c).
-            assert run is not None
             try:
-                n = run(fd, buf, rd[0], w, W_WERR, True, C_BUDGET)
+                n = run(fd, buf, rd[0], w, W_WERR, True, C_BUDGET, -1, None, n == _EMPTY)
             except OSError as e:
                 _read_failed(e, w)
                 n = _EMPTY

@@ -65,10 +65,12 @@ class FastPath(Protocol):
         budget: int,
         out6: int = -1,
         eth: bytes | None = None,
+        block: bool = False,
         /,
     ) -> int:
         """The C loop (``_accel.c``). With ``out6`` (the CLAT), IPv6 results leave through
-        it: a raw IPv6 socket (``eth`` None) or a TAP, as [vnet header, ``eth``, packet]."""
+        it: a raw IPv6 socket (``eth`` None) or a TAP, as [vnet header, ``eth``, packet].
+        With ``block`` the first read is the worker's blocking read."""
         ...
 
     def set_mtu(self, ipv6_mtu: int, ipv4_mtu: int, frag_mtu: int) -> None: ...
