@@ -48,7 +48,15 @@ from tests.unit.test_vnet import partial
 from v6mostly.clat.nd import answer_ns
 from v6mostly.services.clat_loops import ETH_IPV6, _tap_parts, clat_loop, clat_vnet_loop
 from v6mostly.services.dataplane import SharedCounters
-from v6mostly.services.worker_loops import BUFSIZE, W_NA, W_WERR, WORKER_COUNTERS, Poll
+from v6mostly.services.worker_loops import (
+    BUFSIZE,
+    W_GSO,
+    W_NA,
+    W_SEGS,
+    W_WERR,
+    WORKER_COUNTERS,
+    Poll,
+)
 from v6mostly.siit.translator import HEADROOM, Translator, TranslatorConfig
 from v6mostly.siit.verdict import Stats
 from v6mostly.wire import vnet
@@ -133,7 +141,8 @@ def test_tap_vnet_frames_as_the_python_loop_writes_them(cfg: str) -> None:
             for f in frames
         ]
 
-    taken = taken_v6 = taken_csum = 0
+    taken = taken_v6 = taken_csum = taken_gso = 0
+    xl.accel.set_gso_counters(W_GSO, W_SEGS)  # super-packets through C as well
     for frame in vnet_frames():
         b.send(frame)
         n = xl.accel.run(a.fileno(), buf, token, w_c, W_WERR, True, 1, ta.fileno(), ETH_IPV6)
@@ -143,6 +152,7 @@ def test_tap_vnet_frames_as_the_python_loop_writes_them(cfg: str) -> None:
             taken += 1
             got = recv_all(b, tb)
             assert len(got) == 1, frame.hex()
+            taken_gso += frame[1] != 0
             if got[0][0] == 1:
                 taken_v6 += 1
                 taken_csum += got[0][1][0] == vnet.F_NEEDS_CSUM
@@ -154,6 +164,7 @@ def test_tap_vnet_frames_as_the_python_loop_writes_them(cfg: str) -> None:
     assert list(w_c) == w_py
     if cfg == "properties":
         assert taken > 50 and taken_v6 > 20 and taken_csum > 5, (taken, taken_v6, taken_csum)
+        assert taken_gso > 20, taken_gso
     for s in (a, b, ta, tb):
         s.close()
 

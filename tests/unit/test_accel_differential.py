@@ -38,6 +38,8 @@ from v6mostly.services.dataplane import SharedCounters, _worker_entry
 from v6mostly.services.worker_loops import (
     BUFSIZE,
     W_EXC,
+    W_GSO,
+    W_SEGS,
     W_WERR,
     WORKER_COUNTERS,
     handle_vnet_packet,
@@ -390,6 +392,14 @@ def vnet_frames() -> list[bytes]:
                 out.append(h.to_wire() + body)
         gso = vnet.VnetHeader(vnet.F_NEEDS_CSUM, vnet.GSO_UDP_L4, l4 + 8, 100, l4, off)
         out.append(gso.to_wire() + body)
+    for pkt in gso_packets():  # super-packets over the MTU, as TSO/USO hands them over
+        body, l4, off = partial(pkt)
+        tcp = pkt[9 if pkt[0] >> 4 == 4 else 6] == 6
+        kind = (vnet.GSO_TCPV4 if pkt[0] >> 4 == 4 else vnet.GSO_TCPV6) if tcp else vnet.GSO_UDP_L4
+        hl = l4 + (20 if tcp else 8)
+        for gtype, size in ((kind, 1000), (kind | vnet.GSO_ECN, 1448), (kind, 0), (kind, 1400)):
+            h = vnet.VnetHeader(vnet.F_NEEDS_CSUM, gtype, hl, size, l4, off)
+            out.append(h.to_wire() + body)
     zero_sum = bytearray(partial(raw(IP(src=S4, dst=C4) / UDP(sport=1, dport=2) / b"ab"))[0])
     zero_sum[26:28] = b"\xff\xff"  # the partial sum that complements to "no checksum"
     out.append(vnet.VnetHeader(vnet.F_NEEDS_CSUM, 0, 0, 0, 20, 6).to_wire() + bytes(zero_sum))
@@ -399,6 +409,18 @@ def vnet_frames() -> list[bytes]:
         f[rng.randrange(2, 10)] = rng.choice((0, 1, 6, 16, 20, 40, 255, rng.randrange(256)))
         f[rng.randrange(len(f))] = rng.randrange(256)
         out.append(bytes(f))
+    return out
+
+
+def gso_packets() -> list[bytes]:
+    """TCP and UDP super-packets both ways, DF set and not, up to 64 KB."""
+    out = []
+    for size in (3000, 4000, 20000, 65000):
+        for df in (2, 0):
+            out.append(raw(IP(src=S4, dst=C4, flags=df) / TCP(sport=80, dport=9) / bytes(size)))
+            out.append(raw(IP(src=S4, dst=C4, flags=df) / UDP(sport=53, dport=9) / bytes(size)))
+        out.append(raw(IPv6(src=C6, dst=S6) / TCP(sport=9, dport=80) / bytes(size)))
+        out.append(raw(IPv6(src=C6, dst=S6) / UDP(sport=9, dport=443) / bytes(size)))
     return out
 
 
@@ -427,7 +449,8 @@ def test_run_vnet_against_handle_vnet_packet(cfg: str) -> None:
     w_py = [0] * len(WORKER_COUNTERS)
     buf = bytearray(BUFSIZE)
     token = memoryview(buf)[HEADROOM:]
-    taken = 0
+    taken = gso_taken = 0
+    xl.accel.set_gso_counters(W_GSO, W_SEGS)
     for frame in vnet_frames():
         b.send(frame)
         n = xl.accel.run(a.fileno(), buf, token, w_c, W_WERR, True, 1)
@@ -435,6 +458,7 @@ def test_run_vnet_against_handle_vnet_packet(cfg: str) -> None:
             got = worker_handle(xl, buf, n, w_c)
         else:
             taken += 1
+            gso_taken += frame[1] != 0
             got = [b.recv(70000)]
         ref = bytearray(HEADROOM) + frame + bytes(64)
         want = worker_handle(py, ref, len(frame), w_py)
@@ -443,6 +467,7 @@ def test_run_vnet_against_handle_vnet_packet(cfg: str) -> None:
     assert xl.stats.as_dict() == py.stats.as_dict()
     assert list(w_c) == w_py
     assert taken > 50 or cfg != "properties"
+    assert gso_taken > 20 or cfg != "properties"  # super-packets went through C
     a.close()
     b.close()
 

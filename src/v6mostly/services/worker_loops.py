@@ -150,13 +150,17 @@ NO_POLL = Poll()
 
 def _c_loop(xl: Translator, w: memoryview) -> bool:
     """Whether the C loop (``siit/accel.py``) can run this worker: the extension is in use
-    and the counters are shared memory (it counts with the GIL released)."""
-    return (
+    and the counters are shared memory (it counts with the GIL released). If so, it is
+    told where to count the GSO super-packets it translates."""
+    ok = (
         xl.accel is not None
         and isinstance(xl.c_packets, memoryview)
         and isinstance(xl.c_octets, memoryview)
         and isinstance(w, memoryview)
     )
+    if ok and xl.accel is not None:
+        xl.accel.set_gso_counters(W_GSO, W_SEGS)
+    return ok
 
 
 _ZERO_HDR = bytes(vnet.VNET_HDR_LEN)

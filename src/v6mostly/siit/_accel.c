@@ -19,7 +19,9 @@
  *   A read error raises OSError; a failed write counts ``w[werr]``. With ``vnet`` (offload
  *   mode) a 10-byte virtio-net header comes first: packets without GSO are taken, with no
  *   offload or DATA_VALID (out with a zero header, as worker_loops.run_vnet) or with a
- *   partial checksum (NEEDS_CSUM, as worker_loops._vnet_fast); GSO super-packets go to Python.
+ *   partial checksum (NEEDS_CSUM, as worker_loops._vnet_fast); GSO super-packets (TCP, UDP)
+ *   too once ``set_gso_counters`` said where to count them, translated whole (no MTU
+ *   checks: the kernel cuts them after the write) under _vnet_fast's conditions.
  * * ``run(..., budget, out6, eth)`` (the CLAT, services/clat_loops.py): the same, but IPv6
  *   results leave through ``out6`` while IPv4 results still go back into ``fd``. ``eth`` None:
  *   ``out6`` is a raw IPv6 socket (IPPROTO_RAW), the packet is sent alone to its destination
@@ -65,6 +67,10 @@ typedef struct {
      * poll_cap_ns of spinning per second (poll_spent_ns since poll_epoch_ns). */
     long long poll_ns, poll_cap_ns, poll_epoch_ns, poll_spent_ns;
     Py_ssize_t poll_hits_idx, poll_spin_idx;
+    /* set_gso_counters: where run() counts the GSO super-packets it translates (and their
+     * segments) in the worker counters; gso_set 0: run() leaves super-packets to Python. */
+    int gso_set;
+    Py_ssize_t gso_idx, segs_idx;
     XlConfig c;
 } Accel;
 
@@ -276,6 +282,22 @@ static PyObject *Accel_set_poll(Accel *a, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* set_gso_counters(gso_index, segs_index): run() translates GSO super-packets (TCP and
+ * UDP, with a partial checksum: worker_loops._vnet_fast) and counts them and their segments
+ * at these worker counters, as handle_vnet_packet does; until then it leaves them to Python. */
+static PyObject *Accel_set_gso_counters(Accel *a, PyObject *args)
+{
+    Py_ssize_t g, sg;
+    if (!PyArg_ParseTuple(args, "nn", &g, &sg))
+        return NULL;
+    if (g < 0 || sg < 0) {
+        PyErr_SetString(PyExc_ValueError, "set_gso_counters(): negative index");
+        return NULL;
+    }
+    a->gso_idx = g, a->segs_idx = sg, a->gso_set = 1;
+    Py_RETURN_NONE;
+}
+
 static long long mono_ns(void)
 {
     struct timespec ts;
@@ -425,7 +447,26 @@ static ssize_t read_nowait(Accel *a, int fd, uint8_t *p, size_t cap)
  * Returns the field's position (complemented now), or -1: not this case. */
 typedef struct {
     uint16_t hdr_len, gso_size, out_l3, co;
+    uint8_t gso_in, gso_type;   /* as read; after the translation (TCPV4 <-> TCPV6) */
+    uint64_t segs;              /* a super-packet: the segments it stands for; else 0 */
 } VnetCsum;
+
+#define GSO_TCPV4 1
+#define GSO_TCPV6 4
+#define GSO_UDP_L4 5
+#define GSO_ECN 0x80
+
+/* worker_loops._seg_len: the largest IP packet this super-packet will be cut into. */
+static long seg_len(const uint8_t *q, long len, unsigned gso, long gso_size, long l4)
+{
+    long l4_len;
+    gso &= 0x7F;
+    if (!(gso == GSO_TCPV4 || gso == GSO_TCPV6 || gso == GSO_UDP_L4) || !gso_size ||
+        l4 + 13 > len)
+        return len;
+    l4_len = gso != GSO_UDP_L4 ? (q[l4 + 12] >> 4) * 4 : 8;
+    return l4 + l4_len + gso_size < len ? l4 + l4_len + gso_size : len;
+}
 
 static long vnet_partial(Accel *a, uint8_t *buf, ssize_t n, VnetCsum *vh)
 {
@@ -439,9 +480,26 @@ static long vnet_partial(Accel *a, uint8_t *buf, ssize_t n, VnetCsum *vh)
     memcpy(&vh->gso_size, buf + XL_HEADROOM + 4, 2);
     memcpy(&cs, buf + XL_HEADROOM + 6, 2);
     memcpy(&vh->co, buf + XL_HEADROOM + 8, 2);
+    vh->gso_in = vh->gso_type = buf[XL_HEADROOM + 1], vh->segs = 0;
+    if (vh->gso_type) {  /* a super-packet (handle_vnet_packet, then _vnet_fast) */
+        unsigned base = vh->gso_type & 0x7F;
+        long hl = vh->hdr_len, x = end - start - hl;
+        if (!a->gso_set || (vh->gso_type & ~GSO_ECN & 0xFF) != base ||
+            !(base == GSO_TCPV4 || base == GSO_TCPV6 || base == GSO_UDP_L4))
+            return -1;
+        if (vh->gso_size)
+            vh->segs = x <= 0 ? 1 : (uint64_t)((x + vh->gso_size - 1) / vh->gso_size);
+        if (base == GSO_TCPV4)
+            vh->gso_type = (vh->gso_type & GSO_ECN) | GSO_TCPV6;
+        else if (base == GSO_TCPV6)
+            vh->gso_type = (vh->gso_type & GSO_ECN) | GSO_TCPV4;
+    }
     if (q[0] >> 4 == 4) {
         l3 = (q[0] & 15) << 2, proto = q[9], vh->out_l3 = 40;
-        if (q[8] <= 1 || !((q[6] & 0x40) || end - start + 20 <= a->c.frag_mtu))
+        if (q[8] <= 1 ||
+            !((q[6] & 0x40) ||
+              seg_len(q, end - start, buf[XL_HEADROOM + 1], vh->gso_size, cs) + 20 <=
+                  a->c.frag_mtu))
             return -1;
     } else if (q[0] >> 4 == 6) {
         l3 = 40, proto = q[6], vh->out_l3 = 20;
@@ -501,7 +559,8 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         return NULL;
     }
     if (get_counters(wobj, &wb, &wc) < 0 || !wc || werr < 0 || werr >= wb.len / 8 ||
-        (a->poll_ns && (a->poll_hits_idx >= wb.len / 8 || a->poll_spin_idx >= wb.len / 8))) {
+        (a->poll_ns && (a->poll_hits_idx >= wb.len / 8 || a->poll_spin_idx >= wb.len / 8)) ||
+        (a->gso_set && (a->gso_idx >= wb.len / 8 || a->segs_idx >= wb.len / 8))) {
         if (wc)
             PyBuffer_Release(&wb);
         PyBuffer_Release(&bb);
@@ -578,9 +637,10 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         }
         if (vnet) {
             start += VNET_LEN;
-            if (n < VNET_LEN + 1 || buf[XL_HEADROOM + 1] || buf[XL_HEADROOM] > 2 ||
+            if (n < VNET_LEN + 1 || (buf[XL_HEADROOM + 1] && buf[XL_HEADROOM] != 1) ||
+                buf[XL_HEADROOM] > 2 ||
                 (buf[XL_HEADROOM] == 1 && (csum_pos = vnet_partial(a, buf, n, &vh)) < 0)) {
-                res = n;  /* GSO, or a header only Python's handle_vnet_packet reads */
+                res = n;  /* a header only Python's handle_vnet_packet reads */
                 break;
             }
             if (csum_pos >= 0 && out6 >= 0 && ethobj != Py_None && vh.out_l3 == 40 &&
@@ -591,6 +651,7 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
                 break;
             }
         }
+        a->c.gso = csum_pos >= 0 && vh.gso_in;  /* as handle_vnet_packet sets xl.gso */
         if (XL_HEADROOM + n > start) {
             uint8_t v = buf[start] >> 4;
             if (v == 4)
@@ -599,6 +660,7 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
                 r = xl_6to4(&a->c, buf, start, XL_HEADROOM + n, &os, &oe, &cls);
             idx = v == 6 ? 4 + cls : cls;
         }
+        a->c.gso = 0;  /* translate_into (Python's calls) always checks the MTU */
         if (r == XL_DECLINE) {
             if (csum_pos >= 0) {  /* as read: Python starts again from the header */
                 buf[csum_pos] ^= 0xFF;
@@ -614,7 +676,11 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
             buf[p2] ^= 0xFF;
             buf[p2 + 1] ^= 0xFF;
             os -= VNET_LEN;
-            buf[os] = 1, buf[os + 1] = 0;
+            buf[os] = 1, buf[os + 1] = vh.gso_type;
+            if (vh.gso_in) {  /* counted as handle_vnet_packet counts */
+                wc[a->gso_idx] += 1;
+                wc[a->segs_idx] += vh.segs;
+            }
             memcpy(buf + os + 2, &vh.hdr_len, 2);
             memcpy(buf + os + 4, &vh.gso_size, 2);
             memcpy(buf + os + 6, &vh.out_l3, 2);
@@ -673,6 +739,8 @@ static PyMethodDef Accel_methods[] = {
     {"run", (PyCFunction)Accel_run, METH_VARARGS,
      "run(fd, buf, token, w, werr, vnet, budget[, out6, eth, block]): read, translate and "
      "write in C."},
+    {"set_gso_counters", (PyCFunction)Accel_set_gso_counters, METH_VARARGS,
+     "set_gso_counters(gso_index, segs_index): run() takes GSO super-packets too."},
     {"set_poll", (PyCFunction)Accel_set_poll, METH_VARARGS,
      "set_poll(poll_ns, cap_ns, hits_index, spin_index): the adaptive poll of run()."},
     {"set_mtu", (PyCFunction)Accel_set_mtu, METH_VARARGS,

@@ -41,6 +41,7 @@ typedef struct {
     int amend_udp, decrement_ttl, expire_6to4, reset_tc, hairpinning;
     long ipv6_mtu, ipv4_mtu, frag_mtu;
     long ip_id, ip_id_base, ip_id_end;
+    int gso;                    /* a GSO super-packet: no MTU checks (Translator.gso) */
 } XlConfig;
 
 /* -- wire/checksum.py --------------------------------------------------------------------- */
@@ -297,7 +298,7 @@ static int xl_4to6(const XlConfig *c, uint8_t *buf, long start, long end, long *
     }
     if (xl_map46(c, p + 12, addrs, &delta))
         return XL_DECLINE;
-    if ((frag & 0x4000) ? 40 + plen > c->ipv6_mtu : 40 + plen > c->frag_mtu)
+    if (!c->gso && ((frag & 0x4000) ? 40 + plen > c->ipv6_mtu : 40 + plen > c->frag_mtu))
         return XL_DECLINE;  /* Packet Too Big, or fragmented by RFC 7915 §4 */
     tc = c->reset_tc ? 0 : p[1];
     /* -- the packet is translated from here on -- */
@@ -369,7 +370,7 @@ static int xl_6to4(XlConfig *c, uint8_t *buf, long start, long end, long *os, lo
     if (xl_map64(c, p + 8, addrs, &delta))
         return XL_DECLINE;
     total = 20 + plen;
-    if ((long)total > c->ipv4_mtu)
+    if ((long)total > c->ipv4_mtu && !c->gso)
         return XL_DECLINE;  /* Packet Too Big */
     tos = c->reset_tc ? 0 : (((uint32_t)p[0] & 15) << 4) | (p[1] >> 4);
     /* -- the packet is translated from here on -- */

@@ -77,6 +77,8 @@ class FastPath(Protocol):
 
     def set_poll(self, poll_ns: int, cap_ns: int, hits_index: int, spin_index: int) -> None: ...
 
+    def set_gso_counters(self, gso_index: int, segs_index: int) -> None: ...
+
 
 def built() -> bool:
     """Whether the extension is importable (compiled)."""
