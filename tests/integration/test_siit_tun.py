@@ -237,8 +237,9 @@ class Siit:
             elif k.startswith("v6mostly_translated_packets_total{"):
                 _, direction, _, proto, _ = k.split('"')
                 out[f"translated_{direction}_{proto}"] = v
-            elif "{" not in k and k.startswith("v6mostly_"):
-                # the translator's own (not process_*/python_*: they move by themselves)
+            elif "{" not in k and k.startswith("v6mostly_") and "_poll_" not in k:
+                # the translator's own (not process_*/python_*, nor the adaptive poll's
+                # time and hits: they move with the timing, not with the packet)
                 out[k.removeprefix("v6mostly_").removesuffix("_total")] = v
         return out
 
