@@ -25,15 +25,14 @@ from .worker_loops import (
     _EMPTY,
     _ZERO_HDR,
     BUFSIZE,
-    C_BUDGET,
     LOOP,
     W_EXC,
     W_NA,
     W_WERR,
     WorkerLoop,
-    _c_loop,
     _read_failed,
     _unpack_hdr,
+    c_reader,
     handle_vnet_packet,
 )
 
@@ -64,7 +63,8 @@ def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
         start = HEADROOM
         rd = [mv[start:]]
         LOOP.enter(rd)
-        c_run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
+        # The C loop: IPv4 results into the TUN, IPv6 ones out of the raw socket.
+        c_read = c_reader(xl, w, fd, buf, rd, False, raw_fd)
         readv = os.readv
         write = os.write
         translate_into = xl.translate_into
@@ -74,13 +74,8 @@ def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
         # with it, _EMPTY makes the C loop's first read the blocking one.
         n = _EMPTY
         while True:
-            if n < 0 and c_run is not None:
-                # The C loop: IPv4 results into the TUN, IPv6 ones out of the raw socket.
-                try:
-                    n = c_run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET, raw_fd, None, n == _EMPTY)
-                except OSError as e:
-                    _read_failed(e, w)
-                    n = _EMPTY
+            if n < 0 and c_read is not None:
+                n = c_read(n)
                 continue
             if n == _EMPTY:
                 try:
@@ -113,7 +108,7 @@ def clat_loop(uplink: str, own6: bytes, mac: bytes) -> WorkerLoop:
             except Exception:  # a packet must never take the worker down
                 w[W_EXC] += 1
                 pending.clear()
-            n = _EMPTY if c_run is None else _AGAIN
+            n = _EMPTY if c_read is None else _AGAIN
 
     return run
 
@@ -157,7 +152,8 @@ def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLo
         mv = memoryview(buf)
         rd = [mv[HEADROOM:]]
         LOOP.enter(rd)
-        c_run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
+        # The C loop: IPv6 results into the TAP queue.
+        c_read = c_reader(xl, w, fd, buf, rd, True, tapfd, ETH_IPV6)
         readv = os.readv
         write = os.write
         writev = os.writev
@@ -189,15 +185,8 @@ def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLo
         # with it, _EMPTY makes the C loop's first read the blocking one.
         n = _EMPTY
         while True:
-            if n < 0 and c_run is not None:
-                # The C loop (packets without GSO): IPv6 results into the TAP queue.
-                try:
-                    n = c_run(
-                        fd, buf, rd[0], w, W_WERR, True, C_BUDGET, tapfd, ETH_IPV6, n == _EMPTY
-                    )
-                except OSError as e:
-                    _read_failed(e, w)
-                    n = _EMPTY
+            if n < 0 and c_read is not None:
+                n = c_read(n)
                 continue
             if n == _EMPTY:
                 try:
@@ -232,6 +221,6 @@ def clat_vnet_loop(tap_for: dict[int, int], own6: bytes, mac: bytes) -> WorkerLo
             except Exception:  # a packet must never take the worker down
                 w[W_EXC] += 1
                 pending.clear()
-            n = _EMPTY if c_run is None else _AGAIN
+            n = _EMPTY if c_read is None else _AGAIN
 
     return run

@@ -83,7 +83,7 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     start = HEADROOM
     rd = [mv[start:]]
     LOOP.enter(rd)
-    run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
+    c_read = c_reader(xl, w, fd, buf, rd, False)
     readv = os.readv
     write = os.write
     translate_into = xl.translate_into
@@ -92,12 +92,8 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
     # it, _EMPTY makes the C loop's first read the blocking one.
     n = _EMPTY
     while True:
-        if n < 0 and run is not None:
-            try:
-                n = run(fd, buf, rd[0], w, W_WERR, False, C_BUDGET, -1, None, n == _EMPTY)
-            except OSError as e:
-                _read_failed(e, w)
-                n = _EMPTY
+        if n < 0 and c_read is not None:
+            n = c_read(n)
             continue
         if n == _EMPTY:
             try:
@@ -119,7 +115,7 @@ def run_plain(fd: int, xl: Translator, w: memoryview) -> None:
         except Exception:  # a packet must never take the worker down
             w[W_EXC] += 1
             pending.clear()
-        n = _EMPTY if run is None else _AGAIN
+        n = _EMPTY if c_read is None else _AGAIN
 
 
 #: Packets the C loop handles before it lets Python run (signal handlers) again.
@@ -150,17 +146,45 @@ NO_POLL = Poll()
 
 def _c_loop(xl: Translator, w: memoryview) -> bool:
     """Whether the C loop (``siit/accel.py``) can run this worker: the extension is in use
-    and the counters are shared memory (it counts with the GIL released). If so, it is
-    told where to count the GSO super-packets it translates."""
-    ok = (
+    and the counters are shared memory (it counts with the GIL released)."""
+    return (
         xl.accel is not None
         and isinstance(xl.c_packets, memoryview)
         and isinstance(xl.c_octets, memoryview)
         and isinstance(w, memoryview)
     )
-    if ok and xl.accel is not None:
-        xl.accel.set_gso_counters(W_GSO, W_SEGS)
-    return ok
+
+
+def c_reader(
+    xl: Translator,
+    w: memoryview,
+    fd: int,
+    buf: bytearray,
+    rd: list[Any],
+    vnet_mode: bool,
+    out6: int = -1,
+    eth: bytes | None = None,
+) -> Callable[[int], int] | None:
+    """The C loop as a worker's reader, or None (pure Python: one ``readv`` per packet).
+
+    ``read(n)``, with the previous result ``n`` (_EMPTY: its first read is the blocking
+    one; _AGAIN: none blocks), returns the next: a packet for Python (its length),
+    _EMPTY or _AGAIN. A failed read is counted (``_read_failed``) and reads as _EMPTY.
+    ``out6``/``eth``: where IPv6 results go (the CLAT; ``FastPath.run``). The C loop is
+    also told where to count the GSO super-packets it translates."""
+    if not _c_loop(xl, w) or xl.accel is None:
+        return None
+    run = xl.accel.run
+    xl.accel.set_gso_counters(W_GSO, W_SEGS)
+
+    def read(n: int) -> int:
+        try:
+            return run(fd, buf, rd[0], w, W_WERR, vnet_mode, C_BUDGET, out6, eth, n == _EMPTY)
+        except OSError as e:
+            _read_failed(e, w)
+            return _EMPTY
+
+    return read
 
 
 _ZERO_HDR = bytes(vnet.VNET_HDR_LEN)
@@ -368,7 +392,7 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     mv = memoryview(buf)
     rd = [mv[HEADROOM:]]
     LOOP.enter(rd)
-    run = xl.accel.run if _c_loop(xl, w) and xl.accel is not None else None
+    c_read = c_reader(xl, w, fd, buf, rd, True)
     readv = os.readv
     write = os.write
     H = vnet.VNET_HDR_LEN
@@ -380,13 +404,8 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
     # it, _EMPTY makes the C loop's first read the blocking one.
     n = _EMPTY
     while True:
-        if n < 0 and run is not None:
-            # The C loop (see ``run_plain``): packets without GSO (siit/_accel.c).
-            try:
-                n = run(fd, buf, rd[0], w, W_WERR, True, C_BUDGET, -1, None, n == _EMPTY)
-            except OSError as e:
-                _read_failed(e, w)
-                n = _EMPTY
+        if n < 0 and c_read is not None:
+            n = c_read(n)  # the C loop (see ``run_plain``)
             continue
         if n == _EMPTY:
             try:
@@ -414,7 +433,7 @@ def run_vnet(fd: int, xl: Translator, w: memoryview) -> None:
         except Exception:  # a packet must never take the worker down
             w[W_EXC] += 1
             pending.clear()
-        n = _EMPTY if run is None else _AGAIN
+        n = _EMPTY if c_read is None else _AGAIN
 
 
 class _Loop:

@@ -263,10 +263,10 @@ static PyObject *Accel_set_mtu(Accel *a, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* set_poll(poll_ns, cap_ns, hits_index, spin_index): after the last packet, run() keeps
- * reading (non-blocking) for up to poll_ns before it returns "empty", spending at most cap_ns
- * per second on it; the worker counters at hits_index / spin_index count the packets a poll
- * found and the microseconds spent polling. poll_ns 0: no poll. */
+/* set_poll(poll_ns, cap_ns, hits_index, spin_index): when the queue is found empty, run()
+ * keeps reading (non-blocking) for up to poll_ns before it returns "empty", spending at most
+ * cap_ns per second on it; the worker counters at hits_index / spin_index count the packets a
+ * poll found and the microseconds spent polling. poll_ns 0: no poll. */
 static PyObject *Accel_set_poll(Accel *a, PyObject *args)
 {
     long long poll, cap;
@@ -598,9 +598,9 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    /* The adaptive poll: ``last`` is when the latest packet was handled (run() is called
-     * right after one), ``spin`` when the queue was first found empty since (0: not). */
-    long long last = a->poll_ns ? mono_ns() : 0, spin = 0;
+    /* The adaptive poll: ``spin`` is when the queue was found empty (0: it was not). The
+     * window runs from there: the clock is read only while polling, never per packet. */
+    long long spin = 0;
     for (i = 0; i < budget; i++) {
         long start = XL_HEADROOM, os = 0, oe = 0;
         int cls = 0, r = XL_DECLINE, idx = 0;
@@ -615,7 +615,7 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
                     long long now = mono_ns();
                     if (!spin)
                         spin = now;
-                    if (now - last < a->poll_ns &&
+                    if (now - spin < a->poll_ns &&
                         (now - a->poll_epoch_ns >= 1000000000LL ||
                          a->poll_spent_ns + (now - spin) < a->poll_cap_ns)) {
                         i--;  /* an empty read is not a packet of the budget */
@@ -718,8 +718,6 @@ static PyObject *Accel_run(Accel *a, PyObject *args)
         }
         if (w < 0)
             wc[werr] += 1;
-        if (a->poll_ns)
-            last = mono_ns();
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&wb);
