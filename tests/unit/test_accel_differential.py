@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, raw
 
 from tests.unit.test_properties import v4_packets, v6_packets
-from v6mostly.services.dataplane import SharedCounters, _worker_entry
+from v6mostly.services.dataplane import SharedCounters, _wait_pid, _worker_entry
 from v6mostly.services.worker_loops import (
     BUFSIZE,
     W_EXC,
@@ -513,16 +513,12 @@ def test_worker_with_the_c_loop_stops_on_sigterm(vnet: bool) -> None:
             else:
                 for pkt in pkts[:5]:
                     b.send(hdr + pkt)
+            # As the supervisor stops it (Dataplane.stop): SIGTERM, repeated until it exits
+            # (_wait_pid), SIGKILL after the timeout, which is the failure here.
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            status = 0
-            while time.monotonic() < deadline:
-                p, status = os.waitpid(pid, os.WNOHANG)
-                if p:
-                    pid = 0
-                    break
-                time.sleep(0.01)
-            assert pid == 0, f"worker did not stop on SIGTERM ({when})"
+            status = _wait_pid(pid, 5)
+            pid = 0
+            assert status is not None, f"worker did not stop on SIGTERM ({when})"
         finally:
             if pid:
                 os.kill(pid, signal.SIGKILL)

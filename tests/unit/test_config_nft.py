@@ -533,7 +533,7 @@ def test_worker_stops_between_packets_without_losing_one() -> None:
     import threading
     import time
 
-    from v6mostly.services.dataplane import SharedCounters
+    from v6mostly.services.dataplane import SharedCounters, _wait_pid
 
     rng = random.Random(8)
     packets = [_udp6(i) for i in range(3000)]
@@ -580,10 +580,7 @@ def test_worker_stops_between_packets_without_losing_one() -> None:
                     time.sleep(0.0002)
             if exited:
                 break
-        if not exited:
-            _, status = os.waitpid(pid, 0)
-        else:
-            status = 0
+        status = 0 if exited else _wait_pid(pid, 5)  # None: it had to be killed
         assert status == 0
         time.sleep(0.05)
         done.set()
@@ -607,7 +604,7 @@ def test_worker_blocked_in_read_stops_at_once() -> None:
     import socket
     import time
 
-    from v6mostly.services.dataplane import SharedCounters
+    from v6mostly.services.dataplane import SharedCounters, _wait_pid
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
@@ -616,8 +613,9 @@ def test_worker_blocked_in_read_stops_at_once() -> None:
         assert ours.recv(2048)[0] >> 4 == 4  # running, now blocked in readv
         t0 = time.monotonic()
         os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
-        assert status == 0 and time.monotonic() - t0 < 1.0
+        # As Dataplane.stop waits: a SIGTERM that lands just before the worker's readv
+        # starts is repeated (_wait_pid), the read is interrupted, the worker leaves.
+        assert _wait_pid(pid, 5) == 0 and time.monotonic() - t0 < 1.0
 
 
 def test_worker_takes_a_new_tun_mtu_on_sigusr1() -> None:
@@ -705,3 +703,37 @@ def test_siit_flags_go_through_the_files_validators(capsys: pytest.CaptureFixtur
     assert main(["siit", "--mtu", "99", "--pool6", "64:ff9b::/96", "--dry-run"]) == 2
     assert "[tun] mtu = 99: expected an integer from 1280 to 65535" in capsys.readouterr().err
     assert main(["siit", "--tun", "xl0", "--pool6", "64:ff9b::/96", "--dry-run"]) == 0
+
+
+def test_stop_repeats_sigterm_until_the_worker_leaves() -> None:
+    """A SIGTERM that lands just before a worker's blocking read starts is handled only
+    when the read returns: on an idle queue, never. ``_wait_pid`` (Dataplane.stop,
+    replace_all) repeats it, so the worker leaves by itself instead of being killed.
+    The child here misses the first one on purpose."""
+    import signal
+    import time
+
+    from v6mostly.services.dataplane import RESIGNAL_S, _wait_pid
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        seen = [0]
+
+        def handler(signum: int, frame: object) -> None:
+            seen[0] += 1
+            if seen[0] >= 2:
+                os._exit(7)
+
+        signal.signal(signal.SIGTERM, handler)
+        os.write(w, b"!")
+        while True:
+            time.sleep(1)
+    os.close(w)
+    assert os.read(r, 1) == b"!"
+    os.close(r)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    status = _wait_pid(pid, 5)
+    assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7
+    assert time.monotonic() - t0 >= RESIGNAL_S

@@ -261,7 +261,7 @@ class Dataplane:
             if old:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(old, signal.SIGTERM)
-                if not _wait_pid(old, 2.0):
+                if _wait_pid(old, 2.0) is None:
                     log.warning("worker %d (pid %d) did not stop in 2 s: killed", ws.index, old)
 
     def set_link_mtu(self, mtu: int) -> None:
@@ -287,20 +287,36 @@ class Dataplane:
         return sum(1 for ws in self.workers if ws.pid)
 
 
-def _wait_pid(pid: int, timeout: float) -> bool:
-    """Wait for ``pid`` to exit; SIGKILL it after ``timeout``. True: it exited by itself."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+#: How often a worker told to stop is told again (``_wait_pid``).
+RESIGNAL_S = 0.05
+
+
+def _wait_pid(pid: int, timeout: float) -> int | None:
+    """Wait for ``pid``, already sent SIGTERM, to exit; SIGKILL it after ``timeout``.
+    Returns its wait status (0 as well when it was reaped elsewhere), or None: killed.
+
+    SIGTERM is sent again every ``RESIGNAL_S``. A signal that lands after the worker's
+    last check for signals and before its blocking read starts is handled only when that
+    read returns, so a worker on an idle queue would sleep through it: the next one
+    interrupts the read (EINTR) and the worker leaves (``stop_between_packets``; once
+    asked, it only leaves, whatever the number of signals)."""
+    start = time.monotonic()
+    resent = start
+    while (now := time.monotonic()) < start + timeout:
         try:
-            p, _ = os.waitpid(pid, os.WNOHANG)
+            p, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return True
+            return 0
         if p:
-            return True
+            return status
+        if now - resent >= RESIGNAL_S:
+            resent = now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         time.sleep(0.002)
     try:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
-    return False
+    return None
