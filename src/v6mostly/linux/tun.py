@@ -179,9 +179,10 @@ def set_rps(name: str, cpus: int | None = None, off: bool = False) -> str | None
 
     A TUN write runs the whole forwarding path (routing, nftables, segmentation,
     checksums for links without offloads) in the writer's context, on the
-    worker's CPU. Receive Packet Steering hands it to another CPU's backlog, so
-    the worker goes back to translating. ``off``: back to no RPS. Returns an
-    error text, or None.
+    worker's CPU. Receive Packet Steering hands it to the backlog of a CPU chosen
+    by the flow's hash (another one for about half of the flows on 2 CPUs), so the
+    worker goes back to translating. ``off``: back to no RPS. Returns an error
+    text, or None.
     """
     n = cpus or os.cpu_count() or 1
     if n < 2:
