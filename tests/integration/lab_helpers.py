@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,15 +30,30 @@ def metric(lab: Lab, name: str, **labels: str) -> float:
     return sum(v for k, v in m.items() if k in names or k.split("{")[0] in names)
 
 
-def stop(p: subprocess.Popen[bytes]) -> int:
-    """SIGTERM a daemon the test started; its exit status (SIGKILL after 10 s)."""
-    p.send_signal(signal.SIGTERM)
-    try:
+def stop(p: subprocess.Popen[Any], resend: float = 0.0) -> int:
+    """SIGTERM a daemon the test started; its exit status (SIGKILL after 10 s, and the
+    timeout raised: one SIGTERM must stop our own daemons).
+
+    ``resend``: for a third-party program that can lose a SIGTERM (dhcpcd 9.4 while it
+    still sets up a lease: its hook running, its listener starting), SIGTERM again every
+    ``resend`` seconds; after 10 s its process group (helpers included; it was started
+    with ``start_new_session``) is SIGKILLed, without raising."""
+    deadline = time.monotonic() + 10
+    while True:
+        p.send_signal(signal.SIGTERM)
+        left = deadline - time.monotonic()
+        try:
+            return p.wait(min(resend, left) if resend else left)
+        except subprocess.TimeoutExpired:
+            if resend and time.monotonic() < deadline:
+                continue
+            if not resend:
+                p.kill()
+                p.wait()
+                raise
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
         return p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
 
 
 def wait_for(cond: object, timeout: float = 10.0, step: float = 0.1) -> bool:

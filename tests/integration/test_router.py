@@ -11,7 +11,6 @@ files are never touched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import NamespaceSet, require_root, wait_for
+from tests.integration.lab_helpers import NamespaceSet, require_root, stop, wait_for
 from v6mostly.lab.topology import dnsmasq_argv
 from v6mostly.metrics import parse_exposition
 
@@ -150,23 +149,6 @@ class Site:
         f.close()
         return p
 
-    @staticmethod
-    def stop_client(p: subprocess.Popen[str]) -> None:
-        """SIGTERM, repeated: dhcpcd 9.4 loses one that lands while it is still setting
-        up a lease (running its hook, spawning its listener). SIGKILL to its process
-        group (privilege-separation helpers included) after 10 s."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            p.terminate()
-            try:
-                p.wait(0.5)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
-
     def out(self, name: str) -> str:
         p = self.dir / f"{name}.out"
         return p.read_text() if p.exists() else ""
@@ -247,7 +229,7 @@ def test_dhcpcd_gets_ipv6_only_preferred_and_no_ipv4(site: Site) -> None:
         assert site.metrics()['v6mostly_dhcp4_clients{path="ipv6_only"}'] == 1
         assert site.metrics()['v6mostly_dhcp4_clients_seen{asks_108="yes"}'] == 1
     finally:
-        Site.stop_client(p)
+        stop(p, resend=0.5)
     assert "IPv4LL disabled" in site.out("dhcpcd")
     m = site.metrics()
     assert m['v6mostly_dhcp4_offers_total{v6only="yes"}'] >= 1
@@ -268,7 +250,7 @@ def test_dhclient_hook_runs_with_reason_v6only(site: Site) -> None:
             "dhclient"
         )
     finally:
-        Site.stop_client(p)
+        stop(p, resend=0.5)
     assert "v6 only preferred for 300" in site.out("dhclient")
 
 
@@ -317,7 +299,7 @@ def test_opt_out_class_client_asking_for_108_gets_a_lease(tmp_path: Path) -> Non
             assert "lease given: 198.51.100." in s.log() and "02:00:5e:00:00:01 on lan0" in s.log()
             assert "(no option 108: class legacy-lab: v6only off)" in s.log()
         finally:
-            Site.stop_client(p)
+            stop(p, resend=0.5)
     finally:
         _cleanup(s)
 
@@ -564,7 +546,7 @@ def test_sighup_applies_class_changes(tmp_path: Path) -> None:
         try:
             assert wait_for(lambda: "leased 198.51.100." in s.out("dhcpcd"), 20), s.out("dhcpcd")
         finally:
-            Site.stop_client(p)
+            stop(p, resend=0.5)
         site_toml = s.dir / "site.toml"
         text = site_toml.read_text()
         assert 'mac_prefix = ["02:00:5e"]\nv6only = false' in text
@@ -583,7 +565,7 @@ def test_sighup_applies_class_changes(tmp_path: Path) -> None:
                 "dhcpcd2"
             )
         finally:
-            Site.stop_client(p)
+            stop(p, resend=0.5)
         out = _ctl(s, "leases", "--v6only").stdout
         assert "02:00:5e:00:00:01  lan0       IPv6-only" in out and "(class legacy-lab)" in out, out
     finally:
