@@ -79,7 +79,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="v6m-ab-") as tmp:
         wt = Path(tmp) / "old"
         subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(wt), a.rev], check=True
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(wt), a.rev],
+            check=True,
         )
         try:
             old: dict[str, list[float]] = {}

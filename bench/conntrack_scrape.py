@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| v6mostly scrape (kernel counters), min / median of {a.scrapes} | "
         f"{scr['sessions']:.0f} | {min(ms):.1f} / {statistics.median(ms):.1f} ms |"
     )
-    print(f"| conntrack dump with pyroute2 (before) | {d['entries']} | {d['seconds'] * 1000:.0f} ms |")
+    print(
+        f"| conntrack dump with pyroute2 (before) | {d['entries']} | {d['seconds'] * 1000:.0f} ms |"
+    )
     print(
         f"| ping through the PLAT, no scrapes: avg / max RTT, lost of 200 | | "
         f"{base[0]:.3f} / {base[1]:.3f} ms, {base[2]} |"

@@ -16,6 +16,8 @@ Example (``v6mostly plat``)::
                             # "auto" while bulk (GSO) traffic flows, or true / false
     poll_us = 100           # after a packet, poll the queue this long before sleeping
     poll_cpu = 5            # ... spending at most this % of a CPU per worker on it
+    fastpath = true         # IPv4 TCP/UDP into the TUN translated by tc in the kernel
+                            # (linux/fastpath.py); the workers do all the rest
 
     [translator]
     pool6 = "2001:db8:64::/96"
@@ -98,6 +100,9 @@ class TunSettings:
     #: a packet, and the most of a CPU (percent, per worker) it may spend.
     poll_us: int = 100
     poll_cpu: int = 5
+    #: The in-kernel fast path (linux/fastpath.py): IPv4 TCP and UDP routed into the
+    #: TUN are translated by a tc program on its egress, not by the workers.
+    fastpath: bool = True
 
     def queue_count(self) -> int:
         return self.queues or (os.cpu_count() or 1)
@@ -222,6 +227,7 @@ def parse_tun(r: _Reader) -> TunSettings:
         rps=_rps(r),
         poll_us=r.integer("poll_us", 100, 0, 10_000),
         poll_cpu=r.integer("poll_cpu", 5, 0, 100),
+        fastpath=r.get("fastpath", bool, True),
     )
     r.finish()
     return t

@@ -33,18 +33,10 @@ if not accel.available():
 
 from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoRequest, IPv6, raw
 
-from tests.unit.test_accel_differential import (
-    C4,
-    C6,
-    CONFIGS,
-    S4,
-    S6,
-    loop_setup,
-    vnet_frames,
-    worker_handle,
-)
+from tests.unit.test_accel_differential import loop_setup, vnet_frames, worker_handle
 from tests.unit.test_clat_service import ns
 from tests.unit.test_vnet import partial
+from tests.unit.xlat_cases import C4, C6, CONFIGS, S4, S6
 from v6mostly.clat.nd import answer_ns
 from v6mostly.services.clat_loops import ETH_IPV6, _tap_parts, clat_loop, clat_vnet_loop
 from v6mostly.services.dataplane import SharedCounters

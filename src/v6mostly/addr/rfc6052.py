@@ -23,7 +23,7 @@ WKP = ipaddress.IPv6Network("64:ff9b::/96")
 LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 # Where the four IPv4 bytes go for each prefix length (RFC 6052 §2.2 figure 1).
-_V4_POSITIONS: dict[int, tuple[int, int, int, int]] = {
+V4_POSITIONS: dict[int, tuple[int, int, int, int]] = {
     32: (4, 5, 6, 7),
     40: (5, 6, 7, 9),
     48: (6, 7, 9, 10),
@@ -56,7 +56,7 @@ class Pref64:
         self.network = net
         self.length = net.prefixlen
         self._prefix = net.network_address.packed
-        self._pos = _V4_POSITIONS[self.length]
+        self._pos = V4_POSITIONS[self.length]
         self._head = self._prefix[: self._pos[0]]
         self._wkp = net == WKP
 

@@ -69,6 +69,7 @@ mtu = 1500
 txqueuelen = 10000
 rps = {'"auto"' if cfg.rps == "auto" else str(bool(cfg.rps)).lower()}
 poll_us = {cfg.poll_us}
+fastpath = {str(cfg.fastpath).lower()}
 
 [translator]
 {pool6}ipv4_address = "{XLAT4}"

@@ -129,6 +129,8 @@ class LabConfig:
     rps: bool | str = "auto"
     #: ``[tun] poll_us`` of the PLAT (the adaptive poll of the C loop; 0 = off).
     poll_us: int = 100
+    #: ``[tun] fastpath`` of the PLAT (the in-kernel fast path for IPv4 TCP/UDP).
+    fastpath: bool = True
     #: The whole IPv6-mostly site (see ``site.py``): clients ``legacy`` (dhcpcd without
     #: option 108: native IPv4 through NAT44), ``mostly`` (dhcpcd with option 108, then
     #: ``v6mostly clat``) and ``v6only`` on one bridged LAN, plus ``inet6``. Needs

@@ -90,29 +90,40 @@ def bpf_syscall(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
 
 
 def load_program(insns: bytes, prog_type: int, name: str) -> int:
-    """Load an eBPF program of ``prog_type``; return its file descriptor."""
+    """Load an eBPF program of ``prog_type``; return its file descriptor.
+
+    The first attempt asks for no verifier log; a refused program is loaded again
+    with the log on, for the line that says why."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(b"Dual MIT/GPL")
-    log = ctypes.create_string_buffer(4096)
-    attr = struct.pack(
-        "<IIQQIIQII16s",
-        prog_type,
-        len(insns) // 8,
-        ctypes.addressof(code),
-        ctypes.addressof(lic),
-        1,
-        len(log),
-        ctypes.addressof(log),
-        0,
-        0,
-        name.encode()[:15],
-    )
-    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    try:
+
+    def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        attr = struct.pack(
+            "<IIQQIIQII16s",
+            prog_type,
+            len(insns) // 8,
+            ctypes.addressof(code),
+            ctypes.addressof(lic),
+            1 if log is not None else 0,
+            len(log) if log is not None else 0,
+            ctypes.addressof(log) if log is not None else 0,
+            0,
+            0,
+            name.encode()[:15],
+        )
+        abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
         return bpf_syscall(BPF_PROG_LOAD, abuf)
-    except BpfError as e:
-        detail = log.value.decode(errors="replace").strip().splitlines()
-        raise BpfError(f"{e}: {detail[-1]}" if detail else str(e)) from None
+
+    try:
+        return attempt(None)
+    except BpfError as first:
+        log = ctypes.create_string_buffer(1 << 20)
+        try:
+            return attempt(log)
+        except BpfError as e:
+            lines = log.value.decode(errors="replace").strip().splitlines()
+            detail = [x for x in lines if not x.startswith(("processed ", "verification time"))]
+            raise BpfError(f"{e}: {detail[-1]}" if detail else str(first)) from None
 
 
 def load_sched_cls(insns: bytes, name: str = PROG_NAME) -> int:

@@ -22,18 +22,20 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import time
 
 from .. import config as config_mod
 from ..config import Settings
 from ..control import ControlError, ControlServer
 from ..errors import ConfigError, V6mostlyError
-from ..linux import conntrack, netlink, nft, tun
+from ..linux import conntrack, fastpath, netlink, nft, tun
+from ..linux.bpf import BpfError
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
 from . import plat_rules
 from .control_handlers import ReloadState, translator_handlers
-from .dataplane import Dataplane, SharedCounters, TranslatorFactory
+from .dataplane import Dataplane, SharedCounters, TranslatorFactory, apply_link_mtu
 from .ha_runtime import HaRuntime
 from .ha_runtime import dry_run_text as ha_dry_run_text
 from .rps import RpsAuto
@@ -170,6 +172,9 @@ class TranslatorService:
         #: [ha]: bird's file and conntrackd's process (services/ha_runtime.py)
         self.ha: HaRuntime | None = None
         self.rps_auto: RpsAuto | None = None
+        #: the in-kernel fast path on the TUN's egress (linux/fastpath.py)
+        self.fast: fastpath.FastPath | None = None
+        self.fast_qdisc = False
 
     # -- start ---------------------------------------------------------------------
 
@@ -238,6 +243,7 @@ class TranslatorService:
         )
         self.dp.start()
         log.info("%d worker(s) running", q)
+        self.apply_fastpath()
         if s.metrics_listen:
             self._start_metrics()
         if self.control_path:
@@ -245,6 +251,35 @@ class TranslatorService:
                 self.control = ControlServer(self.control_path, translator_handlers(self))
             except ControlError as e:
                 log.warning("%s: v6mostly ctl cannot reach this instance", e)
+
+    def apply_fastpath(self) -> None:
+        """(Re)build the fast path for the running configuration and TUN MTU, and put it
+        on the TUN in place of the old one. On failure the workers do all the work."""
+        if not self.s.tun.fastpath or self.tun is None or self.dp is None:
+            return
+        xl = _translator_factory(self.s)(Stats(), 0, 1, 0)
+        apply_link_mtu(xl, self.dp.counters.link_mtu, self.dp.counters.ipv6_extra)
+        old, self.fast = self.fast, None
+        fast = fastpath.build(xl, socket.if_nametoindex(self.tun.name))
+        if isinstance(fast, str):
+            log.warning("fast path off (%s): the workers translate every packet", fast)
+            fastpath.uninstall(self.tun.name, False)
+        else:
+            try:
+                self.fast_qdisc |= fastpath.install(self.tun.name, fast)
+                self.fast = fast
+                log.info(
+                    "fast path on: IPv4 TCP/UDP into %s translated in the kernel "
+                    "(%d destination(s), next-hop mtu %d)",
+                    self.tun.name,
+                    fast.destinations,
+                    xl.ipv6_mtu,
+                )
+            except BpfError as e:
+                fast.close()
+                log.warning("fast path off (%s): the workers translate every packet", e)
+        if old is not None:
+            old.close()
 
     def _start_metrics(self) -> None:
         from ..metrics import DataplaneCollector, serve_endpoint, standard_registry
@@ -319,6 +354,7 @@ class TranslatorService:
                 note += f"; {ha_note}"
         self.s = new
         self.dp.replace_all(_translator_factory(new))
+        self.apply_fastpath()
         log.info("SIGHUP: configuration reloaded (%d EAM entries)", len(new.translator.eam))
         return True, f"{new.source} applied ({len(new.translator.eam)} EAM entries){note}"
 
@@ -331,6 +367,7 @@ class TranslatorService:
         note = " (below 1280: IPv6 side kept at 1280)" if mtu < 1280 else ""
         log.info("tun %s: mtu now %d; next-hop MTU of the translator%s", self.watch.dev, mtu, note)
         self.dp.set_link_mtu(mtu)
+        self.apply_fastpath()
 
     def follow_rps(self, auto: RpsAuto) -> None:
         """``rps = "auto"``: RPS on while bulk traffic flows (services/rps.py)."""
@@ -387,6 +424,10 @@ class TranslatorService:
             self.control.close()
         if self.ha is not None:
             self.ha.stop()
+        if self.fast is not None and self.tun is not None:
+            fastpath.uninstall(self.tun.name, self.fast_qdisc)
+            self.fast.close()
+            self.fast = None
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")

@@ -1,0 +1,682 @@
+"""The PLAT's in-kernel fast path: IPv4 TCP and UDP into the TUN, translated by tc.
+
+Why: a bulk download through the PLAT (IPv4 server, IPv6 client) is bound by the
+worker's CPU. Each 64 KB super-packet is copied out of the TUN and back in, and
+the kernel work that follows the write (forwarding, NAPT66, the client's TCP
+receive and, through its ACK, the server's next send) runs in that one worker's
+``write()`` (docs/profile-small-packets.md §5). Kernel forwarding has no such
+serialisation point.
+
+What: a ``clsact`` egress filter on the TUN (``[tun] fastpath``, on by default;
+``plat`` and ``siit``) runs this program on each IPv4 packet the kernel routes
+into the TUN, before it is queued for a worker. For the
+common case it does what the worker would do (RFC 7915 §4.1, the same bytes:
+``tests/unit/test_fastpath.py`` runs it on the conformance corpus and generated
+packets with ``BPF_PROG_TEST_RUN`` and compares with the pure-Python core) and
+hands the IPv6 packet to the TUN's *ingress* (``bpf_redirect(tun,
+BPF_F_INGRESS)``), where it enters the IPv6 stack exactly as a packet a worker
+writes does: conntrack and NAPT66 see it, the routes forward it, RPS spreads it.
+Every other packet is left alone (``TC_ACT_UNSPEC``) and goes to the workers,
+which stay the reference and the slow path:
+
+* IPv4 header without options, a valid header checksum, not a fragment, TTL > 1,
+  the whole skb is the packet (no trailer);
+* TCP, or UDP with a non-zero checksum;
+* the size: with DF no larger than the TUN's MTU once translated, without DF no
+  larger than ``lowest_ipv6_mtu`` (a GSO super-packet: each segment; with DF the
+  kernel's own forwarding checks its segments, as for the worker's write);
+* the destination is in the *destination map* (a hash map the service fills with
+  every forwardable address of the EAM entries and its IPv6 form, as the core
+  maps it), or is not the translator's own address and maps through pool6; the
+  source maps through pool6. An address maps through pool6 when its /16 is set
+  in the *pool6 bitmap*: the /16s that map through pool6 as a whole (RFC 6052
+  §3.1 for the Well-Known Prefix, RFC 1812 §5.3.7) and lie outside every EAM
+  entry. The IPv6 form is pool6's address for 0.0.0.0 with the four bytes put
+  where RFC 6052 §2.2 puts them for the prefix length.
+
+The translation: ``bpf_skb_change_proto`` (20 bytes more room, a GSO type of
+TCPV4 becomes TCPV6), the 40-byte IPv6 header stored over the old one, the
+transport checksum updated for the pseudo-header (``bpf_l4_csum_replace`` with
+``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). A per-CPU counter
+holds packets and bytes.
+
+The program is assembled here (:class:`Asm`, a few dozen lines) like the other
+programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler at run time or
+at install, nothing but the ``bpf(2)`` system call. It is rebuilt (and replaced
+on the TUN) when the configuration or the TUN's MTU changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..addr.rfc6052 import V4_POSITIONS, WKP
+from ..addr.special import v4_not_forwardable
+from .bpf import BpfError, bpf_syscall, load_sched_cls
+
+if TYPE_CHECKING:
+    from ..siit.translator import Translator
+
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 0, 1, 2
+BPF_PROG_TEST_RUN = 10
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 1, 2, 6
+PROG_NAME = "v6m_plat_fast"
+#: Our filter's preference on the TUN's egress.
+PREF = 49170
+ETH_P_IP = 0x0800
+#: The most destination addresses the map takes (the EAM entries' IPv4 side).
+MAX_DESTINATIONS = 65536
+TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
+
+# helpers (enum bpf_func_id)
+_LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11, 23, 26, 28, 31
+_F_RECOMPUTE_CSUM, _F_INGRESS, _F_PSEUDO_HDR, _F_MARK_MANGLED_0 = 1, 1, 16, 32
+# struct __sk_buff offsets
+_SKB_LEN, _SKB_PROTOCOL, _SKB_GSO_SIZE = 0, 16, 176
+
+# opcodes: class | size/op | source
+_LDX, _ST, _STX, _ALU64, _JMP = 0x01, 0x02, 0x03, 0x07, 0x05
+_MEM = 0x60
+_SIZE = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+_ALU = {"add": 0x00, "sub": 0x10, "or": 0x40, "and": 0x50, "lsh": 0x60, "rsh": 0x70, "mov": 0xB0}
+_J = {"ja": 0x00, "jeq": 0x10, "jgt": 0x20, "jne": 0x50, "jle": 0xB0}
+_K, _X = 0x00, 0x08
+_BE = 0xDC  # BPF_ALU | BPF_END | BPF_TO_BE
+_FP = 10
+
+
+class Asm:
+    """A minimal eBPF assembler: instructions in order, jumps to named labels."""
+
+    def __init__(self) -> None:
+        self.insns: list[tuple[int, int, int, int | str, int]] = []
+        self.labels: dict[str, int] = {}
+
+    def emit(self, code: int, dst: int = 0, src: int = 0, off: int | str = 0, imm: int = 0) -> None:
+        self.insns.append((code, dst, src, off, imm))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.insns)
+
+    def alu(self, op: str, dst: int, imm: int) -> None:
+        self.emit(_ALU64 | _ALU[op] | _K, dst, imm=imm)
+
+    def alux(self, op: str, dst: int, src: int) -> None:
+        self.emit(_ALU64 | _ALU[op] | _X, dst, src)
+
+    def be(self, dst: int, bits: int) -> None:
+        self.emit(_BE, dst, imm=bits)
+
+    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
+        self.emit(_LDX | _MEM | _SIZE[size], dst, src, off)
+
+    def stx(self, size: int, dst: int, off: int, src: int) -> None:
+        self.emit(_STX | _MEM | _SIZE[size], dst, src, off)
+
+    def st(self, size: int, dst: int, off: int, imm: int) -> None:
+        self.emit(_ST | _MEM | _SIZE[size], dst, 0, off, imm)
+
+    def jmp(self, op: str, dst: int, imm: int, target: str) -> None:
+        self.emit(_JMP | _J[op] | _K, dst, 0, target, imm)
+
+    def jmpx(self, op: str, dst: int, src: int, target: str) -> None:
+        self.emit(_JMP | _J[op] | _X, dst, src, target)
+
+    def ja(self, target: str) -> None:
+        self.emit(_JMP | _J["ja"], off=target)
+
+    def call(self, helper: int) -> None:
+        self.emit(_JMP | 0x80, imm=helper)
+
+    def exit(self) -> None:
+        self.emit(_JMP | 0x90)
+
+    def ld_map(self, dst: int, fd: int) -> None:
+        """``dst = map`` (BPF_LD | BPF_IMM | BPF_DW with BPF_PSEUDO_MAP_FD): two slots."""
+        self.emit(0x18, dst, 1, 0, fd)
+        self.emit(0, 0, 0, 0, 0)
+
+    def assemble(self) -> bytes:
+        out = []
+        for i, (code, dst, src, off, imm) in enumerate(self.insns):
+            if isinstance(off, str):
+                off = self.labels[off] - i - 1
+            if imm >= 2**31:
+                imm -= 2**32
+            out.append(struct.pack("<BBhi", code, (src << 4) | dst, off, imm))
+        return b"".join(out)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the program bakes in (immediates); the maps hold the addresses."""
+
+    #: pool6's address for 0.0.0.0 (RFC 6052 §2.2) and where the IPv4 bytes go in it.
+    template: bytes
+    positions: tuple[int, int, int, int]
+    ipv6_mtu: int
+    frag_mtu: int
+    decrement_ttl: bool
+    reset_tc: bool
+    #: The translator's own IPv4 address (answered by the workers), if it has one.
+    own4: bytes | None
+    #: The TUN: the translated packet enters its ingress.
+    ifindex: int
+    #: Where the IP header starts: 0 on the TUN, 14 under BPF_PROG_TEST_RUN.
+    base: int = 0
+
+
+@dataclass(frozen=True)
+class Maps:
+    dst: int
+    src: int
+    counters: int
+
+
+# stack layout (offsets from the frame pointer)
+_KEY, _H4, _H6 = -8, -48, -96
+
+
+def program(s: Settings, m: Maps) -> bytes:
+    """The fast path as eBPF bytecode (the module doc says what it takes and does)."""
+    a = Asm()
+    b = s.base
+    a.alux("mov", 6, 1)  # r6 = skb
+    a.ldx(4, 2, 6, _SKB_PROTOCOL)
+    a.jmp("jne", 2, struct.unpack("<H", struct.pack("!H", ETH_P_IP))[0], "pass")
+    # the IPv4 header and the first 8 bytes of TCP/UDP onto the stack
+    _load(a, b, _H4, 28)
+    a.ldx(1, 2, _FP, _H4)
+    a.jmp("jne", 2, 0x45, "pass")  # IPv4 without options
+    a.ldx(2, 2, _FP, _H4 + 6)
+    a.be(2, 16)
+    a.alu("and", 2, 0x3FFF)
+    a.jmp("jne", 2, 0, "pass")  # MF or an offset: a fragment
+    a.ldx(1, 2, _FP, _H4 + 8)
+    a.jmp("jle", 2, 1, "pass")  # TTL 0 or 1: Time Exceeded is the worker's
+    a.ldx(2, 2, _FP, _H4 + 2)
+    a.be(2, 16)
+    a.alu("add", 2, b)
+    a.ldx(4, 3, 6, _SKB_LEN)
+    a.jmpx("jne", 2, 3, "pass")  # the skb is the packet: no trailer, not truncated
+    # the header checksum: the 16-bit one's complement sum of a valid header is 0xffff
+    a.alu("mov", 1, 0)
+    a.alu("mov", 2, 0)
+    a.alux("mov", 3, _FP)
+    a.alu("add", 3, _H4)
+    a.alu("mov", 4, 20)
+    a.alu("mov", 5, 0)
+    a.call(_CSUM_DIFF)
+    a.emit(0xBC, 0, 0)  # w0 = w0 (the 32-bit sum)
+    for _ in range(2):
+        a.alux("mov", 1, 0)
+        a.alu("rsh", 1, 16)
+        a.alu("and", 0, 0xFFFF)
+        a.alux("add", 0, 1)
+    a.jmp("jne", 0, 0xFFFF, "pass")
+    # TCP (checksum at 16) or UDP (at 6, never zero here: §4.5 is the worker's)
+    a.ldx(1, 2, _FP, _H4 + 9)
+    a.alu("mov", 7, b + 40 + 16)
+    a.alu("mov", 8, _F_PSEUDO_HDR)
+    a.jmp("jeq", 2, 6, "sized")
+    a.jmp("jne", 2, 17, "pass")
+    a.ldx(2, 2, _FP, _H4 + 26)
+    a.jmp("jeq", 2, 0, "pass")
+    a.alu("mov", 7, b + 40 + 6)
+    a.alu("mov", 8, _F_PSEUDO_HDR | _F_MARK_MANGLED_0)
+    a.label("sized")
+    _size_check(a, s)
+    # the pool6 bitmap (r9, kept across the calls below)
+    a.st(4, _FP, _KEY, 0)
+    _lookup(a, m.src)
+    a.alux("mov", 9, 0)
+    # the destination: an EAM address (the map's IPv6 form), else through pool6
+    a.ldx(4, 2, _FP, _H4 + 16)
+    a.stx(4, _FP, _KEY, 2)
+    a.ld_map(1, m.dst)
+    a.alux("mov", 2, _FP)
+    a.alu("add", 2, _KEY)
+    a.call(_LOOKUP)
+    a.jmp("jeq", 0, 0, "dst_pool6")
+    for i in range(0, 16, 4):
+        a.ldx(4, 2, 0, i)
+        a.stx(4, _FP, _H6 + 24 + i, 2)
+    a.ja("source")
+    a.label("dst_pool6")
+    if s.own4 is not None:
+        a.ldx(4, 2, _FP, _H4 + 16)
+        a.jmp("jeq", 2, struct.unpack("<I", s.own4)[0], "pass")  # answered by the worker
+    _pool6(a, s, _H4 + 16, _H6 + 24)
+    a.label("source")
+    _pool6(a, s, _H4 + 12, _H6 + 8)
+    _v6_header(a, s)
+    # the transport checksum's change: the addresses (length and protocol sum the same)
+    a.alux("mov", 1, _FP)
+    a.alu("add", 1, _H4 + 12)
+    a.alu("mov", 2, 8)
+    a.alux("mov", 3, _FP)
+    a.alu("add", 3, _H6 + 8)
+    a.alu("mov", 4, 32)
+    a.alu("mov", 5, 0)
+    a.call(_CSUM_DIFF)
+    a.alux("mov", 9, 0)
+    # from here on the packet changes: a failure drops it (it is half translated)
+    a.alux("mov", 1, 6)
+    a.alu("mov", 2, struct.unpack("<H", struct.pack("!H", 0x86DD))[0])
+    a.alu("mov", 3, 0)
+    a.call(_CHANGE_PROTO)
+    a.jmp("jne", 0, 0, "pass")  # nothing changed yet (no room): the worker's
+    a.alux("mov", 1, 6)
+    a.alu("mov", 2, b)
+    a.alux("mov", 3, _FP)
+    a.alu("add", 3, _H6)
+    a.alu("mov", 4, 40)
+    a.alu("mov", 5, _F_RECOMPUTE_CSUM)
+    a.call(_STORE)
+    a.jmp("jne", 0, 0, "drop")
+    a.alux("mov", 1, 6)
+    a.alux("mov", 2, 7)
+    a.alu("mov", 3, 0)
+    a.alux("mov", 4, 9)
+    a.alux("mov", 5, 8)
+    a.call(_L4CSUM)
+    a.jmp("jne", 0, 0, "drop")
+    # count it (per CPU: packets, bytes), then into the TUN's ingress
+    a.st(4, _FP, _KEY, 0)
+    a.ld_map(1, m.counters)
+    a.alux("mov", 2, _FP)
+    a.alu("add", 2, _KEY)
+    a.call(_LOOKUP)
+    a.jmp("jeq", 0, 0, "redirect")
+    a.ldx(8, 1, 0, 0)
+    a.alu("add", 1, 1)
+    a.stx(8, 0, 0, 1)
+    a.ldx(4, 2, 6, _SKB_LEN)
+    a.ldx(8, 1, 0, 8)
+    a.alux("add", 1, 2)
+    a.stx(8, 0, 8, 1)
+    a.label("redirect")
+    a.alu("mov", 1, s.ifindex)
+    a.alu("mov", 2, _F_INGRESS)
+    a.call(_REDIRECT)
+    a.exit()
+    a.label("pass")
+    a.alu("mov", 0, TC_ACT_UNSPEC)
+    a.exit()
+    a.label("drop")
+    a.alu("mov", 0, TC_ACT_SHOT)
+    a.exit()
+    return a.assemble()
+
+
+def _load(a: Asm, base: int, to: int, n: int) -> None:
+    """``bpf_skb_load_bytes(skb, base, fp + to, n)``; a short packet passes."""
+    a.alux("mov", 1, 6)
+    a.alu("mov", 2, base)
+    a.alux("mov", 3, _FP)
+    a.alu("add", 3, to)
+    a.alu("mov", 4, n)
+    a.call(_LOAD)
+    a.jmp("jne", 0, 0, "pass")
+
+
+def _pool6(a: Asm, s: Settings, v4: int, v6: int) -> None:
+    """The IPv4 address at ``fp + v4`` through pool6 (RFC 6052 §2.2) to ``fp + v6``, if
+    its /16 is set in the bitmap (r9); else pass."""
+    a.ldx(1, 2, _FP, v4)
+    a.alu("lsh", 2, 5)
+    a.ldx(1, 3, _FP, v4 + 1)
+    a.alu("rsh", 3, 3)
+    a.alux("or", 2, 3)  # (first octet << 8 | second) >> 3: the byte of the /16's bit
+    a.alux("mov", 4, 9)
+    a.alux("add", 4, 2)
+    a.ldx(1, 2, 4, 0)
+    a.ldx(1, 3, _FP, v4 + 1)
+    a.alu("and", 3, 7)
+    a.alux("rsh", 2, 3)
+    a.alu("and", 2, 1)
+    a.jmp("jeq", 2, 0, "pass")
+    for i in range(0, 16, 4):
+        a.st(4, _FP, v6 + i, struct.unpack("<I", s.template[i : i + 4])[0])
+    for i, pos in enumerate(s.positions):
+        a.ldx(1, 2, _FP, v4 + i)
+        a.stx(1, _FP, v6 + pos, 2)
+
+
+def _lookup(a: Asm, fd: int) -> None:
+    """``r0 = bpf_map_lookup_elem(map, fp + _KEY)``; not found passes."""
+    a.ld_map(1, fd)
+    a.alux("mov", 2, _FP)
+    a.alu("add", 2, _KEY)
+    a.call(_LOOKUP)
+    a.jmp("jeq", 0, 0, "pass")
+
+
+def _size_check(a: Asm, s: Settings) -> None:
+    """r2 = the size of the translated packet (a super-packet: of one segment); pass when
+    it is over the limit: the TUN's MTU with DF, ``frag_mtu`` without (§4 fragments).
+    With DF a super-packet goes whole: the kernel checks its segments after the
+    translation, as it does after the worker's write."""
+    b = s.base
+    a.ldx(2, 2, _FP, _H4 + 6)
+    a.be(2, 16)
+    a.alu("and", 2, 0x4000)
+    a.ldx(4, 3, 6, _SKB_GSO_SIZE)
+    a.jmp("jeq", 3, 0, "one")
+    a.jmp("jne", 2, 0, "fits")  # DF super-packet
+    a.ldx(1, 2, _FP, _H4 + 9)
+    a.jmp("jeq", 2, 17, "udp_seg")
+    _load(a, b + 32, _KEY, 1)  # TCP data offset
+    a.ldx(1, 2, _FP, _KEY)
+    a.alu("rsh", 2, 4)
+    a.alu("lsh", 2, 2)
+    a.ldx(4, 3, 6, _SKB_GSO_SIZE)
+    a.alux("add", 2, 3)
+    a.alu("add", 2, 40)
+    a.ja("frag_limit")
+    a.label("udp_seg")
+    a.ldx(4, 2, 6, _SKB_GSO_SIZE)
+    a.alu("add", 2, 48)
+    a.ja("frag_limit")
+    a.label("one")
+    a.ldx(2, 3, _FP, _H4 + 2)
+    a.be(3, 16)
+    a.alu("add", 3, 20)
+    a.jmp("jeq", 2, 0, "no_df")
+    a.jmp("jgt", 3, s.ipv6_mtu, "pass")
+    a.ja("fits")
+    a.label("no_df")
+    a.alux("mov", 2, 3)
+    a.label("frag_limit")
+    a.jmp("jgt", 2, s.frag_mtu, "pass")
+    a.label("fits")
+
+
+def _v6_header(a: Asm, s: Settings) -> None:
+    """Version, traffic class, flow label 0, payload length, next header, hop limit."""
+    if s.reset_tc:
+        a.st(4, _FP, _H6, 0x60)
+    else:
+        a.ldx(1, 2, _FP, _H4 + 1)
+        a.alux("mov", 3, 2)
+        a.alu("rsh", 2, 4)
+        a.alu("or", 2, 0x60)
+        a.stx(1, _FP, _H6, 2)
+        a.alu("and", 3, 0xF)
+        a.alu("lsh", 3, 4)
+        a.stx(1, _FP, _H6 + 1, 3)
+        a.st(2, _FP, _H6 + 2, 0)
+    a.ldx(2, 2, _FP, _H4 + 2)
+    a.be(2, 16)
+    a.alu("sub", 2, 20)
+    a.be(2, 16)
+    a.stx(2, _FP, _H6 + 4, 2)
+    a.ldx(1, 2, _FP, _H4 + 9)
+    a.stx(1, _FP, _H6 + 6, 2)
+    a.ldx(1, 2, _FP, _H4 + 8)
+    if s.decrement_ttl:
+        a.alu("sub", 2, 1)
+    a.stx(1, _FP, _H6 + 7, 2)
+
+
+# -- maps ---------------------------------------------------------------------------
+
+
+def map_create(map_type: int, key_size: int, value_size: int, entries: int, name: str) -> int:
+    attr = struct.pack(
+        "<IIIIIII16s", map_type, key_size, value_size, entries, 0, 0, 0, name.encode()[:15]
+    )
+    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    return bpf_syscall(BPF_MAP_CREATE, abuf)
+
+
+def _elem(cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char]) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    attr = struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(value), 0)
+    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    bpf_syscall(cmd, abuf)
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    _elem(BPF_MAP_UPDATE_ELEM, fd, key, ctypes.create_string_buffer(value, len(value)))
+
+
+def map_lookup(fd: int, key: bytes, size: int) -> bytes:
+    v = ctypes.create_string_buffer(size)
+    _elem(BPF_MAP_LOOKUP_ELEM, fd, key, v)
+    return v.raw
+
+
+def possible_cpus() -> int:
+    """What a per-CPU map's value is a multiple of (``/sys/devices/system/cpu/possible``)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+# -- what the maps hold, from the translator's configuration -------------------------
+
+
+@dataclass(frozen=True)
+class Tables:
+    destinations: dict[bytes, bytes]
+    #: 8192 bytes, bit ``n & 7`` of byte ``n >> 3``: the /16 ``n`` maps through pool6
+    #: (the destination map is searched first, as EAM comes before pool6).
+    sources: bytes
+    template: bytes
+    positions: tuple[int, int, int, int]
+
+
+def tables(xl: Translator) -> Tables | str:
+    """The maps' contents for translator ``xl``, or why there is no fast path."""
+    from ..siit.accel import wkp_table
+
+    pool6 = xl.pool6
+    if pool6 is None:
+        return "no pool6"
+    template = pool6.embed_unchecked(bytes(4))
+    positions = V4_POSITIONS[pool6.length]
+    eam_v4 = [e.v4 for e in xl.eam.entries] if xl.eam else []
+    dst: dict[bytes, bytes] = {}
+    for addr in _addresses(eam_v4):
+        key = addr.packed
+        if key == xl.ipv4_address or v4_not_forwardable(key):
+            continue
+        v6 = xl.v4_to_v6_addr(key)
+        if v6 is not None:
+            dst[key] = v6
+    if pool6.network == WKP:
+        ok = bytearray(wkp_table())
+    else:  # RFC 1812 §5.3.7: 0/8, 127/8, 169.254/16, 224/4, 240/4 (special.py)
+        ok = bytearray(b"\x01") * 65536
+        for first in (0, 127, *range(224, 256)):
+            ok[first << 8 : (first + 1) << 8] = bytes(256)
+        ok[169 << 8 | 254] = 0
+    for net in eam_v4:
+        first = int(net.network_address) >> 16
+        last = int(net.broadcast_address) >> 16
+        ok[first : last + 1] = bytes(last - first + 1)
+    bits = bytearray(8192)
+    for n in range(65536):
+        if ok[n]:
+            bits[n >> 3] |= 1 << (n & 7)
+    # what the bitmap says, checked against the translator on one address in 61 blocks
+    for n in range(0, 65536, 61):
+        probe = bytes((n >> 8, n & 255, 1, 1))
+        want = bytearray(template)
+        for i, pos in enumerate(positions):
+            want[pos] = probe[i]
+        mapped = xl.v4_to_v6_addr(probe) == bytes(want) and not v4_not_forwardable(probe)
+        if ok[n] and not mapped:
+            return f"the pool6 bitmap does not agree with the translator on {n >> 8}.{n & 255}/16"
+    return Tables(dst, bytes(bits), template, positions)
+
+
+def _addresses(nets: Iterable[ipaddress.IPv4Network]) -> Iterable[ipaddress.IPv4Address]:
+    n = 0
+    for net in nets:
+        for addr in net:
+            if n == MAX_DESTINATIONS:
+                return
+            n += 1
+            yield addr
+
+
+# -- the fast path on a TUN ---------------------------------------------------------
+
+
+class FastPath:
+    """The maps, the program and (:meth:`attach`) its filter on a TUN's egress."""
+
+    def __init__(self, t: Tables, s: Settings) -> None:
+        self.fds: list[int] = []
+        try:
+            dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
+            src = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_src")
+            cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 1, "v6m_fast_cnt")
+            for k, v in t.destinations.items():
+                map_update(dst, k, v)
+            map_update(src, b"\0\0\0\0", t.sources)
+            self.maps = Maps(dst, src, cnt)
+            self.prog = load_sched_cls(program(s, self.maps), PROG_NAME)
+            self.fds.append(self.prog)
+        except BaseException:
+            self.close()
+            raise
+        self.destinations = len(t.destinations)
+
+    def _map(self, kind: int, key: int, value: int, entries: int, name: str) -> int:
+        fd = map_create(kind, key, value, entries, name)
+        self.fds.append(fd)
+        return fd
+
+    def counters(self) -> tuple[int, int]:
+        """Packets and bytes translated, over all CPUs."""
+        n = possible_cpus()
+        raw = map_lookup(self.maps.counters, b"\0\0\0\0", 16 * n)
+        pk = sum(struct.unpack_from("<Q", raw, 16 * i)[0] for i in range(n))
+        by = sum(struct.unpack_from("<Q", raw, 16 * i + 8)[0] for i in range(n))
+        return pk, by
+
+    def test_run(self, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
+        """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet
+        header first, the program must be built with ``base = 14``): its return value
+        and the packet after it, without the Ethernet header."""
+        eth = b"\x02" * 12 + b"\x08\x00"
+        data = ctypes.create_string_buffer(eth + pkt, len(eth) + len(pkt))
+        out = ctypes.create_string_buffer(len(eth) + len(pkt) + 64)
+        ctx = bytearray(192)
+        struct.pack_into("<I", ctx, _SKB_GSO_SIZE, gso_size)
+        cbuf = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+        attr = struct.pack(
+            "<IIIIQQIIIIQQ",
+            self.prog,
+            0,
+            len(data),
+            len(out),
+            ctypes.addressof(data),
+            ctypes.addressof(out),
+            1,
+            0,
+            len(ctx),
+            0,
+            ctypes.addressof(cbuf),
+            0,
+        )
+        abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+        bpf_syscall(BPF_PROG_TEST_RUN, abuf)
+        ret, _, size_out = struct.unpack_from("<iII", abuf.raw, 4)
+        return ret, out.raw[len(eth) : size_out]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+
+
+def build(xl: Translator, ifindex: int, base: int = 0) -> FastPath | str:
+    """The fast path for translator ``xl`` on the TUN ``ifindex``, or why there is none."""
+    t = tables(xl)
+    if isinstance(t, str):
+        return t
+    s = Settings(
+        template=t.template,
+        positions=t.positions,
+        ipv6_mtu=xl.ipv6_mtu,
+        frag_mtu=xl.frag_mtu,
+        decrement_ttl=xl.decrement_ttl,
+        reset_tc=xl.reset_tc,
+        own4=xl.ipv4_address,
+        ifindex=ifindex,
+        base=base,
+    )
+    try:
+        return FastPath(t, s)
+    except BpfError as e:
+        return str(e)
+
+
+def install(tun: str, fast: FastPath) -> bool:
+    """Put ``fast``'s program on ``tun``'s egress (adding ``clsact`` if needed), in place of
+    an earlier one of ours. Returns True when the qdisc was added here."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=tun)
+        if not idx:
+            raise BpfError(f"fast path on {tun}: link not found")
+        added = False
+        try:
+            ipr.tc("add", "clsact", idx[0])
+            added = True
+        except NetlinkError as e:
+            if e.code != 17:  # EEXIST: there already
+                raise BpfError(f"tc qdisc add dev {tun} clsact: {e}") from None
+        with contextlib.suppress(NetlinkError):
+            ipr.tc("del-filter", "bpf", idx[0], parent=0xFFFFFFF3, protocol=ETH_P_IP, prio=PREF)
+        try:
+            ipr.tc(
+                "add-filter",
+                "bpf",
+                idx[0],
+                parent=0xFFFFFFF3,  # clsact egress (ffff:fff3)
+                protocol=ETH_P_IP,
+                prio=PREF,
+                fd=fast.prog,
+                name=PROG_NAME,
+                direct_action=True,
+            )
+        except NetlinkError as e:
+            raise BpfError(f"tc filter add dev {tun} egress bpf: {e}") from None
+        return added
+
+
+def uninstall(tun: str, remove_qdisc: bool) -> None:
+    """Take our filter (and the qdisc, if we added it) off ``tun``. Never raises."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with contextlib.suppress(NetlinkError, OSError), IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=tun)
+        if not idx:
+            return
+        with contextlib.suppress(NetlinkError):
+            ipr.tc("del-filter", "bpf", idx[0], parent=0xFFFFFFF3, protocol=ETH_P_IP, prio=PREF)
+        if remove_qdisc:
+            ipr.tc("del", "clsact", idx[0])
