@@ -131,6 +131,11 @@ EXPLAIN: dict[str, tuple[str, str]] = {
         "",
     ),
     "gso_superpackets": ("GSO super-packets read from the TUN (offload mode)", ""),
+    "fastpath_packets": (
+        "IPv4 TCP/UDP packets translated in the kernel ([tun] fastpath), not by a worker",
+        "",
+    ),
+    "fastpath_octets": ("octets of those packets, as IPv6", ""),
     "gso_segments": ("segments those super-packets stood for", ""),
     "gso_software_segmented": (
         "super-packets cut into packets in software (DF=0, ICMP errors, too large)",

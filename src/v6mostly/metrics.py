@@ -32,8 +32,10 @@ class DataplaneCollector(Collector):
         mode: str,
         napt66: bool = False,
         nft_counters: Callable[[], dict[str, int]] | None = None,
+        fastpath: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.dp = dp
+        self.fastpath = fastpath
         self.mode = mode
         self.napt66 = napt66
         self.nft_counters = nft_counters
@@ -76,6 +78,18 @@ class DataplaneCollector(Collector):
             "CPU seconds the workers spent in the adaptive poll",
             value=extra["poll_spin_us"] / 1e6,
         )
+        if self.fastpath is not None:
+            fp_packets, fp_octets = self.fastpath()
+            yield CounterMetricFamily(
+                "v6mostly_fastpath_packets",
+                "IPv4 packets translated in the kernel by the fast path (not by a worker)",
+                value=fp_packets,
+            )
+            yield CounterMetricFamily(
+                "v6mostly_fastpath_octets",
+                "Octets of those packets, as IPv6",
+                value=fp_octets,
+            )
         yield CounterMetricFamily(
             "v6mostly_worker_restarts", "Workers restarted after dying", value=self.dp.restarts
         )

@@ -166,6 +166,7 @@ def translator_handlers(svc: Any) -> dict[str, Handler]:
             "queues": len(svc.tun.fds),
             "worker_restarts": svc.dp.restarts,
             "mtu": svc.dp.counters.link_mtu,
+            "fastpath": svc.fast is not None,
             "ha": svc.ha.status() if svc.ha is not None else None,
         }
 
@@ -173,6 +174,7 @@ def translator_handlers(svc: Any) -> dict[str, Handler]:
         assert svc.dp is not None and svc.tun is not None
         st, extra = svc.dp.counters.total()
         c: dict[str, int] = {**st.as_dict(), **extra}
+        c["fastpath_packets"], c["fastpath_octets"] = svc.fast_counters()
         if svc.plat:
             c.update(vars(nft.read_counters(svc.tun.name)))
             c.update({f"conntrack_{k}": v for k, v in conntrack.stats().items()})

@@ -175,6 +175,8 @@ class TranslatorService:
         #: the in-kernel fast path on the TUN's egress (linux/fastpath.py)
         self.fast: fastpath.FastPath | None = None
         self.fast_qdisc = False
+        #: what the fast paths replaced since start translated (packets, octets)
+        self.fast_before = (0, 0)
 
     # -- start ---------------------------------------------------------------------
 
@@ -279,7 +281,19 @@ class TranslatorService:
                 fast.close()
                 log.warning("fast path off (%s): the workers translate every packet", e)
         if old is not None:
+            self.fast_before = self.fast_counters(old)
             old.close()
+
+    def fast_counters(self, fast: fastpath.FastPath | None = None) -> tuple[int, int]:
+        """Packets and octets the fast path translated since start (0 when it is off)."""
+        fast = fast or self.fast
+        if fast is None:
+            return self.fast_before
+        try:
+            pk, by = fast.counters()
+        except BpfError:
+            return self.fast_before
+        return self.fast_before[0] + pk, self.fast_before[1] + by
 
     def _start_metrics(self) -> None:
         from ..metrics import DataplaneCollector, serve_endpoint, standard_registry
@@ -295,7 +309,8 @@ class TranslatorService:
             def counters() -> dict[str, int]:
                 return vars(nft.read_counters(name))
 
-        reg.register(DataplaneCollector(self.dp, self.tun.mode, napt66, counters))
+        fast = self.fast_counters if self.s.tun.fastpath else None
+        reg.register(DataplaneCollector(self.dp, self.tun.mode, napt66, counters, fast))
         self.http = serve_endpoint(reg, self.s.metrics_listen)
 
     # -- run -----------------------------------------------------------------------
