@@ -32,7 +32,7 @@ class DataplaneCollector(Collector):
         mode: str,
         napt66: bool = False,
         nft_counters: Callable[[], dict[str, int]] | None = None,
-        fastpath: Callable[[], tuple[int, int]] | None = None,
+        fastpath: Callable[[], tuple[int, int, int]] | None = None,
     ) -> None:
         self.dp = dp
         self.fastpath = fastpath
@@ -79,7 +79,7 @@ class DataplaneCollector(Collector):
             value=extra["poll_spin_us"] / 1e6,
         )
         if self.fastpath is not None:
-            fp_packets, fp_octets = self.fastpath()
+            fp_packets, fp_octets, fp_super = self.fastpath()
             yield CounterMetricFamily(
                 "v6mostly_fastpath_packets",
                 "IPv4 packets translated in the kernel by the fast path (not by a worker)",
@@ -89,6 +89,11 @@ class DataplaneCollector(Collector):
                 "v6mostly_fastpath_octets",
                 "Octets of those packets, as IPv6",
                 value=fp_octets,
+            )
+            yield CounterMetricFamily(
+                "v6mostly_fastpath_superpackets",
+                "GSO super-packets among them",
+                value=fp_super,
             )
         yield CounterMetricFamily(
             "v6mostly_worker_restarts", "Workers restarted after dying", value=self.dp.restarts

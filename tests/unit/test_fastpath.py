@@ -199,6 +199,10 @@ def test_the_common_packets_are_taken() -> None:
     assert t.check(raw(IP(src=S4, dst=C4, flags="DF") / TCP(flags="A") / bytes(2900)), 1440)
     # without DF, when each segment fits the lowest IPv6 MTU (1280)
     assert t.check(raw(IP(src=S4, dst=C4) / TCP(flags="A") / bytes(2900)), 1200)
+    packets, octets, superpackets = t.fast.counters()
+    assert (packets, superpackets) == (len(taken) + 2, 2)
+    # skb->len: the IPv6 packet, and here the Ethernet header BPF_PROG_TEST_RUN adds
+    assert octets == sum(len(raw(p)) + 20 for p in taken) + 2 * (2940 + 20) + 14 * packets
     t.close()
 
 
@@ -229,7 +233,7 @@ def test_the_rest_is_left_to_the_workers() -> None:
     bad = bytearray(raw(IP(src=S4, dst=C4) / udp))
     bad[10] ^= 1  # the header checksum
     assert not t.check(bytes(bad)), "bad header checksum"
-    assert t.fast.counters() == (0, 0)
+    assert t.fast.counters() == (0, 0, 0)
     t.close()
 
 

@@ -37,8 +37,8 @@ which stay the reference and the slow path:
 The translation: ``bpf_skb_change_proto`` (20 bytes more room, a GSO type of
 TCPV4 becomes TCPV6), the 40-byte IPv6 header stored over the old one, the
 transport checksum updated for the pseudo-header (``bpf_l4_csum_replace`` with
-``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). A per-CPU counter
-holds packets and bytes.
+``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). Per-CPU counters
+hold packets, octets and GSO super-packets (``rps = "auto"`` follows the last).
 
 The program is assembled here (:class:`Asm`, a few dozen lines) like the other
 programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler at run time or
@@ -74,6 +74,8 @@ ETH_P_IP = 0x0800
 #: The most destination addresses the map takes (the EAM entries' IPv4 side).
 MAX_DESTINATIONS = 65536
 TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
+#: Per-CPU counters: packets, octets, super-packets.
+_COUNTERS = 3
 
 # helpers (enum bpf_func_id)
 _LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11, 23, 26, 28, 31
@@ -288,7 +290,7 @@ def program(s: Settings, m: Maps) -> bytes:
     a.alux("mov", 5, 8)
     a.call(_L4CSUM)
     a.jmp("jne", 0, 0, "drop")
-    # count it (per CPU: packets, bytes), then into the TUN's ingress
+    # count it (per CPU: packets, bytes, super-packets), then into the TUN's ingress
     a.st(4, _FP, _KEY, 0)
     a.ld_map(1, m.counters)
     a.alux("mov", 2, _FP)
@@ -302,6 +304,11 @@ def program(s: Settings, m: Maps) -> bytes:
     a.ldx(8, 1, 0, 8)
     a.alux("add", 1, 2)
     a.stx(8, 0, 8, 1)
+    a.ldx(4, 2, 6, _SKB_GSO_SIZE)
+    a.jmp("jeq", 2, 0, "redirect")
+    a.ldx(8, 1, 0, 16)
+    a.alu("add", 1, 1)
+    a.stx(8, 0, 16, 1)
     a.label("redirect")
     a.alu("mov", 1, s.ifindex)
     a.alu("mov", 2, _F_INGRESS)
@@ -547,7 +554,7 @@ class FastPath:
         try:
             dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
             src = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_src")
-            cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 1, "v6m_fast_cnt")
+            cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, 1, "v6m_fast_cnt")
             for k, v in t.destinations.items():
                 map_update(dst, k, v)
             map_update(src, b"\0\0\0\0", t.sources)
@@ -564,13 +571,12 @@ class FastPath:
         self.fds.append(fd)
         return fd
 
-    def counters(self) -> tuple[int, int]:
-        """Packets and bytes translated, over all CPUs."""
+    def counters(self) -> tuple[int, int, int]:
+        """Packets, octets and super-packets translated, over all CPUs."""
         n = possible_cpus()
-        raw = map_lookup(self.maps.counters, b"\0\0\0\0", 16 * n)
-        pk = sum(struct.unpack_from("<Q", raw, 16 * i)[0] for i in range(n))
-        by = sum(struct.unpack_from("<Q", raw, 16 * i + 8)[0] for i in range(n))
-        return pk, by
+        raw = map_lookup(self.maps.counters, b"\0\0\0\0", _COUNTERS * 8 * n)
+        vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
+        return sum(vals[0::3]), sum(vals[1::3]), sum(vals[2::3])
 
     def test_run(self, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
         """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet

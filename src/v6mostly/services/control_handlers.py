@@ -174,7 +174,8 @@ def translator_handlers(svc: Any) -> dict[str, Handler]:
         assert svc.dp is not None and svc.tun is not None
         st, extra = svc.dp.counters.total()
         c: dict[str, int] = {**st.as_dict(), **extra}
-        c["fastpath_packets"], c["fastpath_octets"] = svc.fast_counters()
+        fp = svc.fast_counters()
+        c["fastpath_packets"], c["fastpath_octets"], c["fastpath_superpackets"] = fp
         if svc.plat:
             c.update(vars(nft.read_counters(svc.tun.name)))
             c.update({f"conntrack_{k}": v for k, v in conntrack.stats().items()})

@@ -176,7 +176,7 @@ class TranslatorService:
         self.fast: fastpath.FastPath | None = None
         self.fast_qdisc = False
         #: what the fast paths replaced since start translated (packets, octets)
-        self.fast_before = (0, 0)
+        self.fast_before = (0, 0, 0)
 
     # -- start ---------------------------------------------------------------------
 
@@ -284,16 +284,17 @@ class TranslatorService:
             self.fast_before = self.fast_counters(old)
             old.close()
 
-    def fast_counters(self, fast: fastpath.FastPath | None = None) -> tuple[int, int]:
-        """Packets and octets the fast path translated since start (0 when it is off)."""
+    def fast_counters(self, fast: fastpath.FastPath | None = None) -> tuple[int, int, int]:
+        """Packets, octets and super-packets the fast path translated since start."""
         fast = fast or self.fast
         if fast is None:
             return self.fast_before
         try:
-            pk, by = fast.counters()
+            now = fast.counters()
         except BpfError:
             return self.fast_before
-        return self.fast_before[0] + pk, self.fast_before[1] + by
+        b = self.fast_before
+        return b[0] + now[0], b[1] + now[1], b[2] + now[2]
 
     def _start_metrics(self) -> None:
         from ..metrics import DataplaneCollector, serve_endpoint, standard_registry
@@ -387,7 +388,9 @@ class TranslatorService:
     def follow_rps(self, auto: RpsAuto) -> None:
         """``rps = "auto"``: RPS on while bulk traffic flows (services/rps.py)."""
         assert self.dp is not None and self.tun is not None
-        change = auto.update(self.dp.counters.total()[1]["gso_superpackets"], time.monotonic())
+        # super-packets read by the workers and translated by the fast path alike
+        bulk = self.dp.counters.total()[1]["gso_superpackets"] + self.fast_counters()[2]
+        change = auto.update(bulk, time.monotonic())
         if change is None:
             return
         err = tun.set_rps(self.tun.name, off=not change)
