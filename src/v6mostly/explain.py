@@ -136,7 +136,7 @@ EXPLAIN: dict[str, tuple[str, str]] = {
         "",
     ),
     "fastpath_octets": ("octets of those packets, as IPv6", ""),
-    "fastpath_superpackets": ("GSO super-packets among them (rps = \"auto\" follows them)", ""),
+    "fastpath_superpackets": ('GSO super-packets among them (rps = "auto" follows them)', ""),
     "gso_segments": ("segments those super-packets stood for", ""),
     "gso_software_segmented": (
         "super-packets cut into packets in software (DF=0, ICMP errors, too large)",
