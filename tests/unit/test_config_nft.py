@@ -18,6 +18,7 @@ from v6mostly.errors import ConfigError
 from v6mostly.lab.topology import Lab
 from v6mostly.linux import nft
 from v6mostly.services import plat_rules
+from v6mostly.services.translator import dry_run_text
 from v6mostly.siit.translator import Translator, TranslatorConfig
 from v6mostly.siit.verdict import Drop, Stats
 
@@ -67,6 +68,7 @@ def test_lab_config_loads(tmp_path: Path) -> None:
         (('rps = "auto"', "rps = 1"), '[tun] rps = 1: expected true, false or "auto"'),
         (("poll_us = 100", "poll_us = -5"), "[tun] poll_us = -5: expected an integer from 0"),
         (("poll_us = 100", "poll_us = 100\npoll_cpu = 101"), "[tun] poll_cpu = 101"),
+        (("fastpath = true", "fastpath = 1"), "[tun] fastpath = 1: expected"),
         (
             ('eam = [{ ipv6 = "2001:db8:46::1/128", ipv4 = "198.51.100.1/32" }]', "eam = []"),
             "outer[0]",
@@ -99,6 +101,15 @@ def test_tun_rps_and_poll(tmp_path: Path, line: str, rps: str, poll: tuple[int, 
     text = LAB_CONF.replace('rps = "auto"', line)
     s = load(write(tmp_path, text), plat=True)
     assert (s.tun.rps, (s.tun.poll_us, s.tun.poll_cpu)) == (rps, poll)
+
+
+def test_tun_fastpath(tmp_path: Path) -> None:
+    """[tun] fastpath: on unless switched off, and --dry-run says which."""
+    on = load(write(tmp_path, LAB_CONF.replace("fastpath = true\n", "")), plat=True)
+    off = load(write(tmp_path, LAB_CONF.replace("fastpath = true", "fastpath = false")), plat=True)
+    assert (on.tun.fastpath, off.tun.fastpath) == (True, False)
+    assert "fast path: on" in dry_run_text(on, True)
+    assert "fast path: off" in dry_run_text(off, True)
 
 
 def test_wkp_with_documentation_outer_in_eam_is_fine_but_cli_rejects_bad_toml(

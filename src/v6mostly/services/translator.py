@@ -69,6 +69,12 @@ def dry_run_text(s: Settings, plat: bool) -> str:
         ),
         _ratelimit_text(s.translator, t.queue_count()),
         f"next-hop mtu: the TUN's ({t.mtu}, followed at run time)",
+        "fast path: "
+        + (
+            "on (IPv4 TCP/UDP into the TUN translated by a tc program; the rest by the workers)"
+            if t.fastpath
+            else "off (fastpath = false: the workers translate every packet)"
+        ),
     ]
     pl = plat_rules.plan(s)
     lines += pl.describe(t.name) or [
@@ -175,7 +181,7 @@ class TranslatorService:
         #: the in-kernel fast path on the TUN's egress (linux/fastpath.py)
         self.fast: fastpath.FastPath | None = None
         self.fast_qdisc = False
-        #: what the fast paths replaced since start translated (packets, octets)
+        #: what the fast paths replaced since start translated (packets, octets, super-packets)
         self.fast_before = (0, 0, 0)
 
     # -- start ---------------------------------------------------------------------
@@ -262,7 +268,10 @@ class TranslatorService:
         xl = _translator_factory(self.s)(Stats(), 0, 1, 0)
         apply_link_mtu(xl, self.dp.counters.link_mtu, self.dp.counters.ipv6_extra)
         old, self.fast = self.fast, None
-        fast = fastpath.build(xl, socket.if_nametoindex(self.tun.name))
+        try:
+            fast = fastpath.build(xl, socket.if_nametoindex(self.tun.name))
+        except OSError as e:  # the TUN is gone
+            fast = f"{self.tun.name}: {e.strerror}"
         if isinstance(fast, str):
             log.warning("fast path off (%s): the workers translate every packet", fast)
             fastpath.uninstall(self.tun.name, False)
