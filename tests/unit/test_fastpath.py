@@ -247,7 +247,7 @@ def test_tables() -> None:
 
     def source_ok(a: str) -> bool:
         n = int(ipaddress.IPv4Address(a)) >> 16
-        return bool(tb.sources[n >> 3] >> (n & 7) & 1)
+        return bool(tb.pool6_bitmap[n >> 3] >> (n & 7) & 1)
 
     assert source_ok("8.8.8.8") and source_ok("1.1.1.1")
     # RFC 6052 §3.1: the Well-Known Prefix embeds global addresses only
@@ -262,4 +262,4 @@ def test_tables() -> None:
     nsp = fastpath.tables(Translator(TranslatorConfig(pool6="2001:db8:46::/96")))
     assert not isinstance(nsp, str) and nsp.destinations == {}
     n = int(ipaddress.IPv4Address("10.0.0.0")) >> 16
-    assert nsp.sources[n >> 3] >> (n & 7) & 1  # a network-specific prefix takes 10/8
+    assert nsp.pool6_bitmap[n >> 3] >> (n & 7) & 1  # a network-specific prefix takes 10/8

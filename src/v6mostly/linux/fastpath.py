@@ -178,7 +178,7 @@ class Settings:
 @dataclass(frozen=True)
 class Maps:
     dst: int
-    src: int
+    pool6: int
     counters: int
 
 
@@ -237,7 +237,7 @@ def program(s: Settings, m: Maps) -> bytes:
     _size_check(a, s)
     # the pool6 bitmap (r9, kept across the calls below)
     a.st(4, _FP, _KEY, 0)
-    _lookup(a, m.src)
+    _lookup(a, m.pool6)
     a.alux("mov", 9, 0)
     # the destination: an EAM address (the map's IPv6 form), else through pool6
     a.ldx(4, 2, _FP, _H4 + 16)
@@ -483,7 +483,7 @@ class Tables:
     destinations: dict[bytes, bytes]
     #: 8192 bytes, bit ``n & 7`` of byte ``n >> 3``: the /16 ``n`` maps through pool6
     #: (the destination map is searched first, as EAM comes before pool6).
-    sources: bytes
+    pool6_bitmap: bytes
     template: bytes
     positions: tuple[int, int, int, int]
 
@@ -547,18 +547,18 @@ def _addresses(nets: Iterable[ipaddress.IPv4Network]) -> Iterable[ipaddress.IPv4
 
 
 class FastPath:
-    """The maps, the program and (:meth:`attach`) its filter on a TUN's egress."""
+    """The maps and the program (:func:`install` puts it on a TUN)."""
 
     def __init__(self, t: Tables, s: Settings) -> None:
         self.fds: list[int] = []
         try:
             dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
-            src = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_src")
+            bitmap = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_pool6")
             cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, 1, "v6m_fast_cnt")
             for k, v in t.destinations.items():
                 map_update(dst, k, v)
-            map_update(src, b"\0\0\0\0", t.sources)
-            self.maps = Maps(dst, src, cnt)
+            map_update(bitmap, b"\0\0\0\0", t.pool6_bitmap)
+            self.maps = Maps(dst, bitmap, cnt)
             self.prog = load_sched_cls(program(s, self.maps), PROG_NAME)
             self.fds.append(self.prog)
         except BaseException:
