@@ -737,7 +737,8 @@ def test_icmp_error_with_a_broken_inner_packet(siit: Siit) -> None:
 def test_harness_self_check(siit: Siit) -> None:
     """The harness sees a plain translation both ways (so an empty capture means something)."""
     out = siit.exchange(udp6(EAM6, embed(WKP, GLOBAL4)), udp4(GLOBAL4, EAM4))
-    assert [(p.version, p.src, p.dst) for p in out] == [
+    # in either order: the IPv4 one may be translated by the fast path, ahead of a worker
+    assert sorted((p.version, p.src, p.dst) for p in out) == [
         (4, EAM4, GLOBAL4),
         (6, embed(WKP, GLOBAL4), EAM6),
     ]

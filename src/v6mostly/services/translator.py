@@ -249,9 +249,9 @@ class TranslatorService:
         self.dp = Dataplane(
             t, _translator_factory(s), counters, poll=Poll(s.tun.poll_us, s.tun.poll_cpu)
         )
+        self.apply_fastpath()  # before the workers: ready means ready with it
         self.dp.start()
         log.info("%d worker(s) running", q)
-        self.apply_fastpath()
         if s.metrics_listen:
             self._start_metrics()
         if self.control_path:
