@@ -95,14 +95,13 @@ def test_a_file_arrives_intact(lab: Lab) -> None:
 
 
 def test_ping_still_goes_to_the_workers(lab: Lab) -> None:
-    fast0 = metric(lab, FAST)
+    """The echo replies (IPv4 to IPv6) are the workers': their ICMP count takes all three."""
     icmp0 = metric(lab, "v6mostly_translated_packets", direction="4to6", protocol="icmp")
     r = lab.exec("client6", ["ping", "-c", "3", "-i", "0.2", "-W", "2", S6])
     assert " 0% packet loss" in r.stdout
     assert metric(lab, "v6mostly_translated_packets", direction="4to6", protocol="icmp") >= (
         icmp0 + 3
     )
-    assert metric(lab, FAST) == fast0
 
 
 def test_reload_and_a_new_mtu_rebuild_it(lab: Lab) -> None:
