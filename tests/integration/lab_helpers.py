@@ -65,6 +65,27 @@ def wait_for(cond: object, timeout: float = 10.0, step: float = 0.1) -> bool:
     return False
 
 
+def rps_cpus(lab: Lab) -> int:
+    """The PLAT TUN's first queue's RPS mask (0: RPS off)."""
+    r = lab.exec("plat", ["cat", "/sys/class/net/nat64/queues/rx-0/rps_cpus"])
+    return int(r.stdout.strip().replace(",", ""), 16)
+
+
+def rps_during(lab: Lab, node: str, argv: list[str], seconds: float = 8.0) -> list[int]:
+    """Run ``argv`` in ``node`` (it must end by itself) and sample ``rps_cpus`` while it
+    runs, at most ``seconds``; the samples."""
+    seen = []
+    p = subprocess.Popen(lab.cmd(node, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + seconds
+        while p.poll() is None and time.monotonic() < deadline:
+            seen.append(rps_cpus(lab))
+            time.sleep(0.3)
+    finally:
+        stop(p)
+    return seen
+
+
 def pyexec(lab: Lab, node: str, code: str, *args: str, timeout: float = 30) -> str:
     """Run a Python snippet inside a node with this interpreter; return stdout."""
     import sys

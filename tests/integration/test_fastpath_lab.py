@@ -14,13 +14,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.lab_helpers import metric, require_root, stop, wait_for
+from tests.integration.lab_helpers import metric, require_root, rps_cpus, rps_during, wait_for
 from v6mostly.lab.topology import Lab, LabConfig, namespaces, running_lab, server6
 
 pytestmark = pytest.mark.integration
@@ -66,24 +64,8 @@ def test_rps_auto_follows_a_download(lab: Lab) -> None:
     """rps = "auto" counts the fast path's super-packets: RPS splits a download's
     IPv6 forwarding and the client's TCP input from the server's sending."""
 
-    def rps() -> int:
-        r = lab.exec("plat", ["cat", "/sys/class/net/nat64/queues/rx-0/rps_cpus"])
-        return int(r.stdout.strip().replace(",", ""), 16)
-
-    assert wait_for(lambda: rps() == 0, timeout=15)
-    p = subprocess.Popen(
-        lab.cmd("client6", ["iperf3", "-c", S6, "-t", "5", "-R"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    seen = []
-    try:
-        deadline = time.monotonic() + 8
-        while p.poll() is None and time.monotonic() < deadline:
-            seen.append(rps())
-            time.sleep(0.3)
-    finally:
-        stop(p)
+    assert wait_for(lambda: rps_cpus(lab) == 0, timeout=15)
+    seen = rps_during(lab, "client6", ["iperf3", "-c", S6, "-t", "5", "-R"])
     assert any(seen), "RPS never turned on during a download"
 
 

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab_helpers import metric, pyexec, require_root, stop, wait_for
+from tests.integration.lab_helpers import (
+    metric,
+    pyexec,
+    require_root,
+    rps_cpus,
+    rps_during,
+    wait_for,
+)
 from v6mostly.lab.topology import (
     CLIENT,
     CLIENT_B,
@@ -87,30 +94,13 @@ def test_a_ping_and_its_replies_on_one_worker(lab: Lab) -> None:
 def test_rps_auto_follows_bulk_traffic(lab: Lab) -> None:
     """[tun] rps = "auto" (services/rps.py): on while TCP super-packets flow, off after;
     in plain mode (no super-packets) it stays off."""
-
-    def rps() -> int:
-        r = lab.exec("plat", ["cat", "/sys/class/net/nat64/queues/rx-0/rps_cpus"])
-        return int(r.stdout.strip().replace(",", ""), 16)
-
-    assert wait_for(lambda: rps() == 0, timeout=15)
-    seen = []
-    p = subprocess.Popen(
-        lab.cmd("client6", ["iperf3", "-c", S6, "-t", "5"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 8
-        while p.poll() is None and time.monotonic() < deadline:
-            seen.append(rps())
-            time.sleep(0.3)
-    finally:
-        stop(p)
+    assert wait_for(lambda: rps_cpus(lab) == 0, timeout=15)
+    seen = rps_during(lab, "client6", ["iperf3", "-c", S6, "-t", "5"])
     if not lab.config.offload:
         assert not any(seen), "plain mode: RPS turned on"
         return
     assert any(seen), "RPS never turned on during a TCP transfer"
-    assert wait_for(lambda: rps() == 0, timeout=15), "RPS stayed on after the transfer"
+    assert wait_for(lambda: rps_cpus(lab) == 0, timeout=15), "RPS stayed on after the transfer"
 
 
 def test_pmtu_learned_through_translated_packet_too_big() -> None:
@@ -226,7 +216,6 @@ print(len(data), ok)
 
 
 def test_ipv4_fragments_arrive_intact(lab: Lab) -> None:
-    import subprocess
     import sys
 
     srv = subprocess.Popen(lab.cmd("inet4", [sys.executable, "-c", UDP_SERVER, SERVER4]))

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoRequest, IPv6, raw
 
 from tests.unit.test_properties import v4_packets, v6_packets
-from tests.unit.xlat_cases import C4, C6, CONFIGS, S4, S6, edge_packets, fix_ipv4_checksum
+from tests.unit.xlat_cases import C4, C6, CONFIGS, S4, S6, edge_packets, mutated
 from v6mostly.services.dataplane import SharedCounters, _wait_pid, _worker_entry
 from v6mostly.services.worker_loops import (
     BUFSIZE,
@@ -126,17 +126,7 @@ def test_generated_packets(pkt: bytes) -> None:
     st.integers(-8, 8),
 )
 def test_mutated_packets(pkt: bytes, pokes: list[tuple[int, int]], fix: bool, cut: int) -> None:
-    b = bytearray(pkt)
-    for pos, value in pokes:
-        if pos < len(b):
-            b[pos] = value
-    if fix:
-        fix_ipv4_checksum(b)
-    if cut < 0:
-        del b[cut:]
-    else:
-        b += bytes(cut)
-    every_pair(bytes(b))
+    every_pair(mutated(pkt, pokes, fix, cut))
 
 
 # -- the fuzz mutator and Jool's corpus ------------------------------------------------------

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, raw
 
 from tests.unit.test_properties import v4_packets, v6_packets
-from tests.unit.xlat_cases import C4, CONFIGS, S4, edge_packets, fix_ipv4_checksum
+from tests.unit.xlat_cases import C4, CONFIGS, S4, edge_packets, mutated
 from v6mostly.linux import fastpath
 from v6mostly.siit.translator import HEADROOM, Translator, TranslatorConfig
 
@@ -113,17 +113,7 @@ def test_generated_packets(pkt: bytes) -> None:
     st.integers(-8, 8),
 )
 def test_mutated_packets(pkt: bytes, pokes: list[tuple[int, int]], fix: bool, cut: int) -> None:
-    b = bytearray(pkt)
-    for pos, value in pokes:
-        if pos < len(b):
-            b[pos] = value
-    if fix:
-        fix_ipv4_checksum(b)
-    if cut < 0:
-        del b[cut:]
-    else:
-        b += bytes(cut)
-    every_twin(bytes(b))
+    every_twin(mutated(pkt, pokes, fix, cut))
 
 
 def test_generated_packets_are_mostly_translated() -> None:

@@ -48,6 +48,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+def mutated(pkt: bytes, pokes: list[tuple[int, int]], fix: bool, cut: int) -> bytes:
+    """``pkt`` with bytes overwritten (``pokes``: position, value), its IPv4 header
+    checksum made right again (``fix``), and ``cut`` bytes cut off (< 0) or zeros added."""
+    b = bytearray(pkt)
+    for pos, value in pokes:
+        if pos < len(b):
+            b[pos] = value
+    if fix:
+        fix_ipv4_checksum(b)
+    if cut < 0:
+        del b[cut:]
+    else:
+        b += bytes(cut)
+    return bytes(b)
+
+
 def fix_ipv4_checksum(b: bytearray) -> None:
     if len(b) >= 20 and b[0] >> 4 == 4:
         b[10:12] = b"\0\0"

@@ -25,14 +25,23 @@ import contextlib
 import ctypes
 import os
 import platform
+import socket
 import struct
 
 from ..errors import V6mostlyError
 
 #: bpf(2) system call numbers.
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361}
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 0, 1, 2
 BPF_PROG_LOAD = 5
-_CMD_NAMES = {5: "BPF_PROG_LOAD", 10: "BPF_PROG_TEST_RUN"}
+BPF_PROG_TEST_RUN = 10
+_CMD_NAMES = {
+    0: "BPF_MAP_CREATE",
+    1: "BPF_MAP_LOOKUP_ELEM",
+    2: "BPF_MAP_UPDATE_ELEM",
+    5: "BPF_PROG_LOAD",
+    10: "BPF_PROG_TEST_RUN",
+}
 BPF_PROG_TYPE_SCHED_CLS = 3
 #: enum bpf_func_id: BPF_FUNC_redirect_neigh (Linux 5.10).
 BPF_FUNC_REDIRECT_NEIGH = 152
@@ -131,43 +140,125 @@ def load_sched_cls(insns: bytes, name: str = PROG_NAME) -> int:
     return load_program(insns, BPF_PROG_TYPE_SCHED_CLS, name)
 
 
-def install_redirect_neigh(tun: str, uplink: str) -> bool:
-    """Attach the program to ``tun``'s ingress (adding ``clsact``): IPv6 from the
-    TUN leaves through ``uplink``. Returns True when the qdisc was added here."""
+#: clsact's two hooks (parents ffff:fff2 and ffff:fff3)
+CLSACT_INGRESS, CLSACT_EGRESS = 0xFFFFFFF2, 0xFFFFFFF3
+
+
+def attach_cls_bpf(dev: str, fd: int, parent: int, protocol: int, pref: int, name: str) -> bool:
+    """Put program ``fd`` on ``dev``'s clsact hook ``parent`` as a direct-action ``cls_bpf``
+    filter for ``protocol`` at preference ``pref``, in place of an earlier filter there
+    (adding ``clsact`` if needed). Returns True when the qdisc was added here; the filter
+    holds its own reference to the program."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
+    where = "ingress" if parent == CLSACT_INGRESS else "egress"
     with IPRoute() as ipr:
-        t = ipr.link_lookup(ifname=tun)
-        u = ipr.link_lookup(ifname=uplink)
-        if not t or not u:
-            raise BpfError(f"redirect {tun} -> {uplink}: link not found")
-        fd = load_sched_cls(redirect_neigh_program(u[0]))
+        idx = ipr.link_lookup(ifname=dev)
+        if not idx:
+            raise BpfError(f"tc filter on {dev}: link not found")
+        added = False
         try:
-            added = False
-            try:
-                ipr.tc("add", "clsact", t[0])
-                added = True
-            except NetlinkError as e:
-                if e.code != 17:  # EEXIST: someone's clsact is there already
-                    raise BpfError(f"tc qdisc add dev {tun} clsact: {e}") from None
-            try:
-                ipr.tc(
-                    "add-filter",
-                    "bpf",
-                    t[0],
-                    parent=0xFFFFFFF2,  # clsact ingress (ffff:fff2)
-                    protocol=ETH_P_IPV6,
-                    prio=PREF,
-                    fd=fd,
-                    name=PROG_NAME,
-                    direct_action=True,
-                )
-            except NetlinkError as e:
-                if added:
-                    with contextlib.suppress(NetlinkError):
-                        ipr.tc("del", "clsact", t[0])
-                raise BpfError(f"tc filter add dev {tun} ingress bpf: {e}") from None
-            return added
-        finally:
-            os.close(fd)  # the filter holds its own reference
+            ipr.tc("add", "clsact", idx[0])
+            added = True
+        except NetlinkError as e:
+            if e.code != 17:  # EEXIST: someone's clsact is there already
+                raise BpfError(f"tc qdisc add dev {dev} clsact: {e}") from None
+        with contextlib.suppress(NetlinkError):
+            ipr.tc("del-filter", "bpf", idx[0], parent=parent, protocol=protocol, prio=pref)
+        try:
+            ipr.tc(
+                "add-filter",
+                "bpf",
+                idx[0],
+                parent=parent,
+                protocol=protocol,
+                prio=pref,
+                fd=fd,
+                name=name,
+                direct_action=True,
+            )
+        except NetlinkError as e:
+            if added:
+                with contextlib.suppress(NetlinkError):
+                    ipr.tc("del", "clsact", idx[0])
+            raise BpfError(f"tc filter add dev {dev} {where} bpf: {e}") from None
+        return added
+
+
+def detach_cls_bpf(dev: str, parent: int, protocol: int, pref: int, remove_qdisc: bool) -> None:
+    """Take the filter at ``pref`` (and ``clsact``, if it was added here) off ``dev``.
+    Never raises: the link may be gone already."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with contextlib.suppress(NetlinkError, OSError), IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)
+        if not idx:
+            return
+        with contextlib.suppress(NetlinkError):
+            ipr.tc("del-filter", "bpf", idx[0], parent=parent, protocol=protocol, prio=pref)
+        if remove_qdisc:
+            ipr.tc("del", "clsact", idx[0])
+
+
+def install_redirect_neigh(tun: str, uplink: str) -> bool:
+    """Attach the program to ``tun``'s ingress (adding ``clsact``): IPv6 from the
+    TUN leaves through ``uplink``. Returns True when the qdisc was added here."""
+    u = socket_ifindex(uplink)
+    if u is None:
+        raise BpfError(f"redirect {tun} -> {uplink}: link not found")
+    fd = load_sched_cls(redirect_neigh_program(u))
+    try:
+        return attach_cls_bpf(tun, fd, CLSACT_INGRESS, ETH_P_IPV6, PREF, PROG_NAME)
+    finally:
+        os.close(fd)  # the filter holds its own reference
+
+
+def socket_ifindex(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+# -- maps ---------------------------------------------------------------------------
+
+
+def map_create(map_type: int, key_size: int, value_size: int, entries: int, name: str) -> int:
+    attr = struct.pack(
+        "<IIIIIII16s", map_type, key_size, value_size, entries, 0, 0, 0, name.encode()[:15]
+    )
+    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    return bpf_syscall(BPF_MAP_CREATE, abuf)
+
+
+def _elem(cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char]) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    attr = struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(value), 0)
+    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    bpf_syscall(cmd, abuf)
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    _elem(BPF_MAP_UPDATE_ELEM, fd, key, ctypes.create_string_buffer(value, len(value)))
+
+
+def map_lookup(fd: int, key: bytes, size: int) -> bytes:
+    v = ctypes.create_string_buffer(size)
+    _elem(BPF_MAP_LOOKUP_ELEM, fd, key, v)
+    return v.raw
+
+
+def possible_cpus() -> int:
+    """What a per-CPU map's value is a multiple of (``/sys/devices/system/cpu/possible``)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n

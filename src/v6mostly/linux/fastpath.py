@@ -59,13 +59,25 @@ from typing import TYPE_CHECKING
 
 from ..addr.rfc6052 import V4_POSITIONS, WKP
 from ..addr.special import v4_not_forwardable
-from .bpf import BpfError, bpf_syscall, load_sched_cls
+from .bpf import (
+    BPF_PROG_TEST_RUN,
+    CLSACT_EGRESS,
+    BpfError,
+    attach_cls_bpf,
+    bpf_syscall,
+    detach_cls_bpf,
+    load_sched_cls,
+    map_create,
+    map_lookup,
+    map_update,
+    possible_cpus,
+)
+from .bpf_asm import FP as _FP
+from .bpf_asm import Asm
 
 if TYPE_CHECKING:
     from ..siit.translator import Translator
 
-BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 0, 1, 2
-BPF_PROG_TEST_RUN = 10
 BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 1, 2, 6
 PROG_NAME = "v6m_plat_fast"
 #: Our filter's preference on the TUN's egress.
@@ -82,78 +94,6 @@ _LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11
 _F_RECOMPUTE_CSUM, _F_INGRESS, _F_PSEUDO_HDR, _F_MARK_MANGLED_0 = 1, 1, 16, 32
 # struct __sk_buff offsets
 _SKB_LEN, _SKB_PROTOCOL, _SKB_GSO_SIZE = 0, 16, 176
-
-# opcodes: class | size/op | source
-_LDX, _ST, _STX, _ALU64, _JMP = 0x01, 0x02, 0x03, 0x07, 0x05
-_MEM = 0x60
-_SIZE = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
-_ALU = {"add": 0x00, "sub": 0x10, "or": 0x40, "and": 0x50, "lsh": 0x60, "rsh": 0x70, "mov": 0xB0}
-_J = {"ja": 0x00, "jeq": 0x10, "jgt": 0x20, "jne": 0x50, "jle": 0xB0}
-_K, _X = 0x00, 0x08
-_BE = 0xDC  # BPF_ALU | BPF_END | BPF_TO_BE
-_FP = 10
-
-
-class Asm:
-    """A minimal eBPF assembler: instructions in order, jumps to named labels."""
-
-    def __init__(self) -> None:
-        self.insns: list[tuple[int, int, int, int | str, int]] = []
-        self.labels: dict[str, int] = {}
-
-    def emit(self, code: int, dst: int = 0, src: int = 0, off: int | str = 0, imm: int = 0) -> None:
-        self.insns.append((code, dst, src, off, imm))
-
-    def label(self, name: str) -> None:
-        self.labels[name] = len(self.insns)
-
-    def alu(self, op: str, dst: int, imm: int) -> None:
-        self.emit(_ALU64 | _ALU[op] | _K, dst, imm=imm)
-
-    def alux(self, op: str, dst: int, src: int) -> None:
-        self.emit(_ALU64 | _ALU[op] | _X, dst, src)
-
-    def be(self, dst: int, bits: int) -> None:
-        self.emit(_BE, dst, imm=bits)
-
-    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
-        self.emit(_LDX | _MEM | _SIZE[size], dst, src, off)
-
-    def stx(self, size: int, dst: int, off: int, src: int) -> None:
-        self.emit(_STX | _MEM | _SIZE[size], dst, src, off)
-
-    def st(self, size: int, dst: int, off: int, imm: int) -> None:
-        self.emit(_ST | _MEM | _SIZE[size], dst, 0, off, imm)
-
-    def jmp(self, op: str, dst: int, imm: int, target: str) -> None:
-        self.emit(_JMP | _J[op] | _K, dst, 0, target, imm)
-
-    def jmpx(self, op: str, dst: int, src: int, target: str) -> None:
-        self.emit(_JMP | _J[op] | _X, dst, src, target)
-
-    def ja(self, target: str) -> None:
-        self.emit(_JMP | _J["ja"], off=target)
-
-    def call(self, helper: int) -> None:
-        self.emit(_JMP | 0x80, imm=helper)
-
-    def exit(self) -> None:
-        self.emit(_JMP | 0x90)
-
-    def ld_map(self, dst: int, fd: int) -> None:
-        """``dst = map`` (BPF_LD | BPF_IMM | BPF_DW with BPF_PSEUDO_MAP_FD): two slots."""
-        self.emit(0x18, dst, 1, 0, fd)
-        self.emit(0, 0, 0, 0, 0)
-
-    def assemble(self) -> bytes:
-        out = []
-        for i, (code, dst, src, off, imm) in enumerate(self.insns):
-            if isinstance(off, str):
-                off = self.labels[off] - i - 1
-            if imm >= 2**31:
-                imm -= 2**32
-            out.append(struct.pack("<BBhi", code, (src << 4) | dst, off, imm))
-        return b"".join(out)
 
 
 @dataclass(frozen=True)
@@ -242,11 +182,7 @@ def program(s: Settings, m: Maps) -> bytes:
     # the destination: an EAM address (the map's IPv6 form), else through pool6
     a.ldx(4, 2, _FP, _H4 + 16)
     a.stx(4, _FP, _KEY, 2)
-    a.ld_map(1, m.dst)
-    a.alux("mov", 2, _FP)
-    a.alu("add", 2, _KEY)
-    a.call(_LOOKUP)
-    a.jmp("jeq", 0, 0, "dst_pool6")
+    _lookup(a, m.dst, miss="dst_pool6")
     for i in range(0, 16, 4):
         a.ldx(4, 2, 0, i)
         a.stx(4, _FP, _H6 + 24 + i, 2)
@@ -292,11 +228,7 @@ def program(s: Settings, m: Maps) -> bytes:
     a.jmp("jne", 0, 0, "drop")
     # count it (per CPU: packets, bytes, super-packets), then into the TUN's ingress
     a.st(4, _FP, _KEY, 0)
-    a.ld_map(1, m.counters)
-    a.alux("mov", 2, _FP)
-    a.alu("add", 2, _KEY)
-    a.call(_LOOKUP)
-    a.jmp("jeq", 0, 0, "redirect")
+    _lookup(a, m.counters, miss="redirect")
     a.ldx(8, 1, 0, 0)
     a.alu("add", 1, 1)
     a.stx(8, 0, 0, 1)
@@ -357,13 +289,13 @@ def _pool6(a: Asm, s: Settings, v4: int, v6: int) -> None:
         a.stx(1, _FP, v6 + pos, 2)
 
 
-def _lookup(a: Asm, fd: int) -> None:
-    """``r0 = bpf_map_lookup_elem(map, fp + _KEY)``; not found passes."""
+def _lookup(a: Asm, fd: int, miss: str = "pass") -> None:
+    """``r0 = bpf_map_lookup_elem(map, fp + _KEY)``; not found jumps to ``miss``."""
     a.ld_map(1, fd)
     a.alux("mov", 2, _FP)
     a.alu("add", 2, _KEY)
     a.call(_LOOKUP)
-    a.jmp("jeq", 0, 0, "pass")
+    a.jmp("jeq", 0, 0, miss)
 
 
 def _size_check(a: Asm, s: Settings) -> None:
@@ -431,48 +363,6 @@ def _v6_header(a: Asm, s: Settings) -> None:
     if s.decrement_ttl:
         a.alu("sub", 2, 1)
     a.stx(1, _FP, _H6 + 7, 2)
-
-
-# -- maps ---------------------------------------------------------------------------
-
-
-def map_create(map_type: int, key_size: int, value_size: int, entries: int, name: str) -> int:
-    attr = struct.pack(
-        "<IIIIIII16s", map_type, key_size, value_size, entries, 0, 0, 0, name.encode()[:15]
-    )
-    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    return bpf_syscall(BPF_MAP_CREATE, abuf)
-
-
-def _elem(cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char]) -> None:
-    k = ctypes.create_string_buffer(key, len(key))
-    attr = struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(value), 0)
-    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    bpf_syscall(cmd, abuf)
-
-
-def map_update(fd: int, key: bytes, value: bytes) -> None:
-    _elem(BPF_MAP_UPDATE_ELEM, fd, key, ctypes.create_string_buffer(value, len(value)))
-
-
-def map_lookup(fd: int, key: bytes, size: int) -> bytes:
-    v = ctypes.create_string_buffer(size)
-    _elem(BPF_MAP_LOOKUP_ELEM, fd, key, v)
-    return v.raw
-
-
-def possible_cpus() -> int:
-    """What a per-CPU map's value is a multiple of (``/sys/devices/system/cpu/possible``)."""
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            text = f.read().strip()
-    except OSError:
-        return os.cpu_count() or 1
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
 
 
 # -- what the maps hold, from the translator's configuration -------------------------
@@ -640,49 +530,9 @@ def build(xl: Translator, ifindex: int, base: int = 0) -> FastPath | str:
 def install(tun: str, fast: FastPath) -> bool:
     """Put ``fast``'s program on ``tun``'s egress (adding ``clsact`` if needed), in place of
     an earlier one of ours. Returns True when the qdisc was added here."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=tun)
-        if not idx:
-            raise BpfError(f"fast path on {tun}: link not found")
-        added = False
-        try:
-            ipr.tc("add", "clsact", idx[0])
-            added = True
-        except NetlinkError as e:
-            if e.code != 17:  # EEXIST: there already
-                raise BpfError(f"tc qdisc add dev {tun} clsact: {e}") from None
-        with contextlib.suppress(NetlinkError):
-            ipr.tc("del-filter", "bpf", idx[0], parent=0xFFFFFFF3, protocol=ETH_P_IP, prio=PREF)
-        try:
-            ipr.tc(
-                "add-filter",
-                "bpf",
-                idx[0],
-                parent=0xFFFFFFF3,  # clsact egress (ffff:fff3)
-                protocol=ETH_P_IP,
-                prio=PREF,
-                fd=fast.prog,
-                name=PROG_NAME,
-                direct_action=True,
-            )
-        except NetlinkError as e:
-            raise BpfError(f"tc filter add dev {tun} egress bpf: {e}") from None
-        return added
+    return attach_cls_bpf(tun, fast.prog, CLSACT_EGRESS, ETH_P_IP, PREF, PROG_NAME)
 
 
 def uninstall(tun: str, remove_qdisc: bool) -> None:
     """Take our filter (and the qdisc, if we added it) off ``tun``. Never raises."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with contextlib.suppress(NetlinkError, OSError), IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=tun)
-        if not idx:
-            return
-        with contextlib.suppress(NetlinkError):
-            ipr.tc("del-filter", "bpf", idx[0], parent=0xFFFFFFF3, protocol=ETH_P_IP, prio=PREF)
-        if remove_qdisc:
-            ipr.tc("del", "clsact", idx[0])
+    detach_cls_bpf(tun, CLSACT_EGRESS, ETH_P_IP, PREF, remove_qdisc)
