@@ -40,9 +40,10 @@ transport checksum updated for the pseudo-header (``bpf_l4_csum_replace`` with
 ``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). Per-CPU counters
 hold packets, octets and GSO super-packets (``rps = "auto"`` follows the last).
 
-The program is assembled here (:class:`Asm`, a few dozen lines) like the other
-programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler at run time or
-at install, nothing but the ``bpf(2)`` system call. It is rebuilt (and replaced
+The program (about 230 instructions) is assembled here with ``linux/bpf_asm.Asm``,
+like the smaller programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler
+at run time or at install, nothing but the ``bpf(2)`` system call (``linux/bpf.py``)
+and pyroute2 for the filter. It is rebuilt (and replaced
 on the TUN) when the configuration or the TUN's MTU changes.
 """
 
