@@ -193,7 +193,14 @@ def test_the_common_packets_are_taken() -> None:
     assert (packets, superpackets) == (len(taken) + 2, 2)
     # skb->len: the IPv6 packet, and here the Ethernet header BPF_PROG_TEST_RUN adds
     assert octets == sum(len(raw(p)) + 20 for p in taken) + 2 * (2940 + 20) + 14 * packets
+    # a rebuild (reload, new MTU) counts on in the same map, after the old one is gone
+    again = fastpath.build(t.xl, ifindex=1, base=14, counters=t.fast.maps.counters)
+    assert not isinstance(again, str), again
     t.close()
+    assert again.counters() == (packets, octets, superpackets)
+    ret, _ = again.test_run(raw(taken[0]))
+    assert ret == TC_ACT_REDIRECT and again.counters()[0] == packets + 1
+    again.close()
 
 
 def test_the_rest_is_left_to_the_workers() -> None:

@@ -440,12 +440,18 @@ def _addresses(nets: Iterable[ipaddress.IPv4Network]) -> Iterable[ipaddress.IPv4
 class FastPath:
     """The maps and the program (:func:`install` puts it on a TUN)."""
 
-    def __init__(self, t: Tables, s: Settings) -> None:
+    def __init__(self, t: Tables, s: Settings, counters: int | None = None) -> None:
+        """``counters``: a counter map to go on counting in (an earlier fast path's, so
+        that a rebuild does not start the counts again); a new one if None."""
         self.fds: list[int] = []
         try:
             dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
             bitmap = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_pool6")
-            cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, 1, "v6m_fast_cnt")
+            if counters is None:
+                cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, 1, "v6m_fast_cnt")
+            else:
+                cnt = os.dup(counters)
+                self.fds.append(cnt)
             for k, v in t.destinations.items():
                 map_update(dst, k, v)
             map_update(bitmap, b"\0\0\0\0", t.pool6_bitmap)
@@ -463,11 +469,7 @@ class FastPath:
         return fd
 
     def counters(self) -> tuple[int, int, int]:
-        """Packets, octets and super-packets translated, over all CPUs."""
-        n = possible_cpus()
-        raw = map_lookup(self.maps.counters, b"\0\0\0\0", _COUNTERS * 8 * n)
-        vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
-        return sum(vals[0::3]), sum(vals[1::3]), sum(vals[2::3])
+        return read_counters(self.maps.counters)
 
     def test_run(self, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
         """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet
@@ -506,8 +508,19 @@ class FastPath:
         self.fds = []
 
 
-def build(xl: Translator, ifindex: int, base: int = 0) -> FastPath | str:
-    """The fast path for translator ``xl`` on the TUN ``ifindex``, or why there is none."""
+def read_counters(fd: int) -> tuple[int, int, int]:
+    """Packets, octets and super-packets a counter map holds, over all CPUs."""
+    n = possible_cpus()
+    raw = map_lookup(fd, b"\0\0\0\0", _COUNTERS * 8 * n)
+    vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
+    return sum(vals[0::3]), sum(vals[1::3]), sum(vals[2::3])
+
+
+def build(
+    xl: Translator, ifindex: int, base: int = 0, counters: int | None = None
+) -> FastPath | str:
+    """The fast path for translator ``xl`` on the TUN ``ifindex``, or why there is none
+    (``counters``: see :class:`FastPath`)."""
     t = tables(xl)
     if isinstance(t, str):
         return t
@@ -523,8 +536,8 @@ def build(xl: Translator, ifindex: int, base: int = 0) -> FastPath | str:
         base=base,
     )
     try:
-        return FastPath(t, s)
-    except BpfError as e:
+        return FastPath(t, s, counters)
+    except (BpfError, OSError) as e:
         return str(e)
 
 

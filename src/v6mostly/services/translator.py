@@ -181,8 +181,8 @@ class TranslatorService:
         #: the in-kernel fast path on the TUN's egress (linux/fastpath.py)
         self.fast: fastpath.FastPath | None = None
         self.fast_qdisc = False
-        #: what the fast paths replaced since start translated (packets, octets, super-packets)
-        self.fast_before = (0, 0, 0)
+        #: the counter map every fast path since start counts in (its own descriptor)
+        self.fast_counts: int | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -269,7 +269,8 @@ class TranslatorService:
         apply_link_mtu(xl, self.dp.counters.link_mtu, self.dp.counters.ipv6_extra)
         old, self.fast = self.fast, None
         try:
-            fast = fastpath.build(xl, socket.if_nametoindex(self.tun.name))
+            idx = socket.if_nametoindex(self.tun.name)
+            fast = fastpath.build(xl, idx, counters=self.fast_counts)
         except OSError as e:  # the TUN is gone
             fast = f"{self.tun.name}: {e.strerror}"
         if isinstance(fast, str):
@@ -279,6 +280,8 @@ class TranslatorService:
             try:
                 self.fast_qdisc |= fastpath.install(self.tun.name, fast)
                 self.fast = fast
+                if self.fast_counts is None:
+                    self.fast_counts = os.dup(fast.maps.counters)
                 log.info(
                     "fast path on: IPv4 TCP/UDP into %s translated in the kernel "
                     "(%d destination(s), next-hop mtu %d)",
@@ -290,20 +293,16 @@ class TranslatorService:
                 fast.close()
                 log.warning("fast path off (%s): the workers translate every packet", e)
         if old is not None:
-            self.fast_before = self.fast_counters(old)
             old.close()
 
-    def fast_counters(self, fast: fastpath.FastPath | None = None) -> tuple[int, int, int]:
+    def fast_counters(self) -> tuple[int, int, int]:
         """Packets, octets and super-packets the fast path translated since start."""
-        fast = fast or self.fast
-        if fast is None:
-            return self.fast_before
+        if self.fast_counts is None:
+            return (0, 0, 0)
         try:
-            now = fast.counters()
+            return fastpath.read_counters(self.fast_counts)
         except BpfError:
-            return self.fast_before
-        b = self.fast_before
-        return b[0] + now[0], b[1] + now[1], b[2] + now[2]
+            return (0, 0, 0)
 
     def _start_metrics(self) -> None:
         from ..metrics import DataplaneCollector, serve_endpoint, standard_registry
@@ -455,6 +454,9 @@ class TranslatorService:
             fastpath.uninstall(self.tun.name, self.fast_qdisc)
             self.fast.close()
             self.fast = None
+        if self.fast_counts is not None:
+            os.close(self.fast_counts)
+            self.fast_counts = None
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")
