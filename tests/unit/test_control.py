@@ -134,7 +134,9 @@ def test_router_traffic_split_table_is_valid_nft() -> None:
     from v6mostly.services.router_split import PATHS, render
 
     text = render(["lan0", "lan1"], ip.IPv6Network("64:ff9b::/96"))
-    assert 'iifname { "lan0", "lan1" } ip6 daddr 64:ff9b::/96 counter name "nat64_out"' in text
-    assert 'ip6 daddr != 64:ff9b::/96 counter name "native6_out"' in text
+    assert 'iifname { "lan0", "lan1" } jump lan_out' in text
+    assert 'oifname { "lan0", "lan1" } jump lan_in' in text
+    assert 'ip6 daddr 64:ff9b::/96 counter name "nat64_out" return' in text
+    assert 'ip6 saddr 64:ff9b::/96 counter name "nat64_in" return' in text
     assert all(f"counter {c} {{ }}" in text for c in PATHS)
     nft_check(text)

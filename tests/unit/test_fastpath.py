@@ -260,3 +260,73 @@ def test_tables() -> None:
     assert not isinstance(nsp, str) and nsp.destinations == {}
     n = int(ipaddress.IPv4Address("10.0.0.0")) >> 16
     assert nsp.pool6_bitmap[n >> 3] >> (n & 7) & 1  # a network-specific prefix takes 10/8
+
+
+def steer_probe() -> tuple[int, int, list[int]]:
+    """``_steer`` alone, then ``return bpf_get_hash_recalc(skb)``: the hash RPS will use.
+    Returns the program, the steer map and the descriptors to close."""
+    from v6mostly.linux.bpf import map_create
+    from v6mostly.linux.bpf_asm import Asm
+
+    steer = map_create(fastpath.BPF_MAP_TYPE_ARRAY, 4, 4, 1, "v6m_test_steer")
+    a = Asm()
+    a.alux("mov", 6, 1)
+    fastpath._steer(a, steer)
+    a.alux("mov", 1, 6)
+    a.call(fastpath._HASH_RECALC)
+    a.exit()
+    prog = fastpath.load_sched_cls(a.assemble(), "v6m_test_steer")
+    return prog, steer, [prog, steer]
+
+
+def test_steering_sends_the_packet_to_another_cpu() -> None:
+    """While RPS is on over n CPUs, the hash RPS reads (``reciprocal_scale(hash, n)``)
+    names a CPU other than the one that translated the packet, and differs from flow to
+    flow; with RPS off the packet keeps its own hash."""
+    import os
+
+    from v6mostly.linux.bpf import map_update
+
+    prog, steer, fds = steer_probe()
+    cpus = sorted(os.sched_getaffinity(0))
+    flows = [raw(IP(src=S4, dst=C4) / UDP(sport=1000 + i, dport=53) / b"x") for i in range(40)]
+    try:
+        own = [fastpath.test_run(prog, p)[0] & 0xFFFFFFFF for p in flows]
+        assert len(set(own)) == len(flows)  # the flows' own hashes
+        for n in (2, 3, 4, 8):
+            map_update(steer, b"\0\0\0\0", n.to_bytes(4, "little"))
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                got = [fastpath.test_run(prog, p)[0] & 0xFFFFFFFF for p in flows]
+                targets = [(h * n) >> 32 for h in got]
+                assert cpu % n not in targets, (n, cpu, targets)
+                assert len(set(targets)) == min(n - 1, len(flows)), (n, cpu, targets)
+                assert len(set(got)) == len(flows)
+        for n in (0, 1):  # RPS off (or one CPU): no change
+            map_update(steer, b"\0\0\0\0", n.to_bytes(4, "little"))
+            assert [fastpath.test_run(prog, p)[0] & 0xFFFFFFFF for p in flows] == own
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        for fd in fds:
+            os.close(fd)
+
+
+def test_steering_leaves_the_translation_alone() -> None:
+    """The fast path with steering on gives the same bytes (``Twin.check``: those of the
+    pure-Python core) and takes the same packets as with it off."""
+    t = Twin(CONFIGS[FAST_CONFIGS[0]])
+    rnd = random.Random(7)
+    pkts = []
+    for i in range(200):
+        p = IP(src=S4, dst=C4, ttl=rnd.randrange(2, 255))
+        p = p / (TCP(sport=rnd.randrange(1, 65535), flags="A") if i % 2 else UDP(sport=i + 1))
+        pkts.append(raw(p / bytes(rnd.randrange(0, 1200))))
+    try:
+        taken = []
+        for n in (0, 2, 4):
+            t.fast.steer(n)
+            taken.append([t.check(p) for p in pkts] + [t.check(p, gso_size=600) for p in pkts])
+        assert taken[0] == taken[1] == taken[2]
+        assert sum(taken[0]) > len(pkts)
+    finally:
+        t.close()

@@ -161,11 +161,12 @@ def render_plat_table(s: Settings) -> str:
         "    chain raw_prerouting {",
         "        type filter hook prerouting priority raw; policy accept;",
         "        # the IPv4 side of the translator is stateless: keep it out of conntrack",
+        "        # (addresses before interface names: an IPv6 packet stops at the first match)",
         "        ip daddr @outer4 notrack",
-        f'        iifname "{tun}" ip saddr @outer4 notrack',
+        f'        ip saddr @outer4 iifname "{tun}" notrack',
     ]
     if own4:
-        lines.append(f'        iifname "{tun}" ip saddr {own4} notrack')
+        lines.append(f'        ip saddr {own4} iifname "{tun}" notrack')
     lines += [
         "    }",
         "",

@@ -38,20 +38,34 @@ PATHS = {
 }
 
 
+#: The table's chains (flushed and rewritten together on a change).
+CHAINS = ("forward", "lan_out", "lan_in")
+
+
 def render(interfaces: list[str], pref64: ipaddress.IPv6Network) -> str:
     lans = "{ " + ", ".join(f'"{i}"' for i in interfaces) + " }"
     counters = "\n".join(f"    counter {c} {{ }}" for c in PATHS)
     return f"""table inet {TABLE} {{
 {counters}
 
+    # Each packet forwarded reads its interface names twice (in, out); the chains
+    # below decide the path with one or two comparisons, and count once per LAN crossing.
     chain forward {{
         type filter hook forward priority filter - 2; policy accept;
-        iifname {lans} ip6 daddr {pref64} counter name "nat64_out"
-        oifname {lans} ip6 saddr {pref64} counter name "nat64_in"
-        iifname {lans} meta nfproto ipv6 ip6 daddr != {pref64} counter name "native6_out"
-        oifname {lans} meta nfproto ipv6 ip6 saddr != {pref64} counter name "native6_in"
-        iifname {lans} meta nfproto ipv4 counter name "native4_out"
-        oifname {lans} meta nfproto ipv4 counter name "native4_in"
+        iifname {lans} jump lan_out
+        oifname {lans} jump lan_in
+    }}
+
+    chain lan_out {{
+        meta nfproto ipv4 counter name "native4_out" return
+        ip6 daddr {pref64} counter name "nat64_out" return
+        counter name "native6_out"
+    }}
+
+    chain lan_in {{
+        meta nfproto ipv4 counter name "native4_in" return
+        ip6 saddr {pref64} counter name "nat64_in" return
+        counter name "native6_in"
     }}
 }}
 """
@@ -71,7 +85,7 @@ class TrafficSplit:
         text = render(interfaces, pref64)
         if self.applied is not None:
             # One transaction: the rules are replaced, the counters keep counting.
-            text = f"flush chain inet {TABLE} forward\n" + text
+            text = "".join(f"flush chain inet {TABLE} {c}\n" for c in CHAINS) + text
         try:
             nft.apply(text)
         except nft.NftError as e:
