@@ -18,6 +18,8 @@ Example (``v6mostly plat``)::
     poll_cpu = 5            # ... spending at most this % of a CPU per worker on it
     fastpath = true         # IPv4 TCP/UDP into the TUN translated by tc in the kernel
                             # (linux/fastpath.py); the workers do all the rest
+    udp_gro_forwarding = true   # rx-udp-gro-forwarding on this namespace's interfaces:
+                            # a UDP burst of one flow is translated once (linux/gro.py)
 
     [translator]
     pool6 = "2001:db8:64::/96"
@@ -103,6 +105,9 @@ class TunSettings:
     #: The in-kernel fast path (linux/fastpath.py): IPv4 TCP and UDP routed into the
     #: TUN are translated by a tc program on its egress, not by the workers.
     fastpath: bool = True
+    #: ``rx-udp-gro-forwarding`` turned on (and back off at stop) on the namespace's
+    #: other interfaces (linux/gro.py): forwarded UDP of one flow is merged by GRO.
+    udp_gro_forwarding: bool = True
 
     def queue_count(self) -> int:
         return self.queues or (os.cpu_count() or 1)
@@ -228,6 +233,7 @@ def parse_tun(r: _Reader) -> TunSettings:
         poll_us=r.integer("poll_us", 100, 0, 10_000),
         poll_cpu=r.integer("poll_cpu", 5, 0, 100),
         fastpath=r.get("fastpath", bool, True),
+        udp_gro_forwarding=r.get("udp_gro_forwarding", bool, True),
     )
     r.finish()
     return t

@@ -330,3 +330,12 @@ def test_steering_leaves_the_translation_alone() -> None:
         assert sum(taken[0]) > len(pkts)
     finally:
         t.close()
+
+
+def test_udp_gro_forwarding_on_a_missing_interface_is_a_note() -> None:
+    """linux/gro.py: an interface that is not there is reported, not raised."""
+    from v6mostly.linux import gro
+
+    changed, notes = gro.enable(["v6m-nonexistent0"])
+    assert changed == [] and len(notes) == 1 and notes[0].startswith("v6m-nonexistent0: ")
+    gro.disable(["v6m-nonexistent0"])  # never raises

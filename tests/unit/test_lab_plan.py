@@ -114,7 +114,14 @@ def test_standard_links_addresses_routes() -> None:
     assert (
         Offload("plat", "c6", "tx") in p.offloads and Offload("client6", "eth0", "rx") in p.offloads
     )
-    assert plan(verify_checksums=False).offloads == []
+    assert plan(verify_checksums=False, nic_like=False).offloads == []
+    # the PLAT's links in NAPI mode, polled in a thread (LabConfig.nic_like), by default
+    nic = [o for o in p.offloads if o.feature == "gro"]
+    assert nic == [Offload("plat", "c6", "gro", on=True), Offload("plat", "i4", "gro", on=True)]
+    assert [" ".join(c.argv) for c in p.commands if "threaded" in " ".join(c.argv)] == [
+        "sh -c echo 1 > /sys/class/net/c6/threaded",
+        "sh -c echo 1 > /sys/class/net/i4/threaded",
+    ]
     assert plan(ipv4_mtu=1280).states[2].mtu == 1280
 
 
@@ -167,7 +174,7 @@ def test_site_toml_and_plat_toml_parse(tmp_path: Path) -> None:
 def test_tayga_plan() -> None:
     p = plan(translator="tayga")
     assert [x.name for x in p.processes][-1] == "tayga"
-    cmds = [c.argv for c in p.commands]
+    cmds = [c.argv for c in p.commands if "threaded" not in " ".join(c.argv)]
     assert cmds[0] == ("tayga", "--config", f"{DIR}/tayga.conf", "--mktun")
     assert ("ip", "route", "add", PREF64, "dev", "nat64") in cmds
     assert cmds[-1] == ("nft", "-f", f"{DIR}/nft.conf")

@@ -33,7 +33,7 @@ def apply_plan(lab: Lab, plan: LabPlan) -> None:
         lab.exec(s.node, ["sysctl", "-qw", s.setting])
     configure_links(plan)
     for o in plan.offloads:
-        lab.exec(o.node, ["ethtool", "-K", o.ifname, o.feature, "off"])
+        lab.exec(o.node, ["ethtool", "-K", o.ifname, o.feature, o.state])
     write_files(plan)
     for c in plan.commands:
         lab.exec(c.node, list(c.argv))

@@ -70,6 +70,7 @@ txqueuelen = 10000
 rps = {'"auto"' if cfg.rps == "auto" else str(bool(cfg.rps)).lower()}
 poll_us = {cfg.poll_us}
 fastpath = {str(cfg.fastpath).lower()}
+udp_gro_forwarding = {str(cfg.udp_gro_forwarding).lower()}
 
 [translator]
 {pool6}ipv4_address = "{XLAT4}"

@@ -141,14 +141,20 @@ class Sysctl:
 
 @dataclass(frozen=True)
 class Offload:
-    """``ethtool -K IFNAME FEATURE off`` (checksum offload: verify every checksum)."""
+    """``ethtool -K IFNAME FEATURE off`` (checksum offload: verify every checksum), or
+    ``on`` (GRO: a veth in NAPI mode)."""
 
     node: str
     ifname: str
-    feature: str  # rx | tx
+    feature: str  # rx | tx | gro
+    on: bool = False
+
+    @property
+    def state(self) -> str:
+        return "on" if self.on else "off"
 
     def describe(self) -> str:
-        return f"{self.node}: ethtool -K {self.ifname} {self.feature} off"
+        return f"{self.node}: ethtool -K {self.ifname} {self.feature} {self.state}"
 
 
 @dataclass(frozen=True)
@@ -351,6 +357,14 @@ def _plan_standard(p: LabPlan, python: str) -> None:
             Offload("plat", "c6", "tx"),
             Offload("plat", "i4", "tx"),
         ]
+    if cfg.nic_like:
+        # The PLAT's links receive like NICs: in NAPI mode (GRO on) with the poll in a
+        # thread of its own, apart from the sender's send (a veth's default runs the
+        # whole receive path inside the sender's sendmsg()). A veth takes that path
+        # only for what its GRO could merge (see LabConfig.nic_like).
+        for ifname in ("c6", "i4"):
+            p.offloads.append(Offload("plat", ifname, "gro", on=True))
+            p.run("plat", "sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded")
     _plan_servers(p, python)
     if cfg.router:
         _plan_router(p, python)

@@ -131,6 +131,15 @@ class LabConfig:
     poll_us: int = 100
     #: ``[tun] fastpath`` of the PLAT (the in-kernel fast path for IPv4 TCP/UDP).
     fastpath: bool = True
+    #: ``[tun] udp_gro_forwarding`` of the PLAT (rx-udp-gro-forwarding on its links).
+    udp_gro_forwarding: bool = True
+    #: The PLAT's two veths receive like NICs: GRO on (NAPI mode) and the NAPI poll in a
+    #: thread (``/sys/class/net/IF/threaded``), so that a burst can queue up and be
+    #: merged while the sender sends, as behind a NIC. For every translator. A veth
+    #: whose peer has TSO hands it only packets of local sockets when the receiving
+    #: veth has rx-udp-gro-forwarding (``veth_skb_is_eligible_for_gro``): without
+    #: that, nothing changes.
+    nic_like: bool = True
     #: The whole IPv6-mostly site (see ``site.py``): clients ``legacy`` (dhcpcd without
     #: option 108: native IPv4 through NAT44), ``mostly`` (dhcpcd with option 108, then
     #: ``v6mostly clat``) and ``v6only`` on one bridged LAN, plus ``inet6``. Needs

@@ -29,7 +29,7 @@ from .. import config as config_mod
 from ..config import Settings
 from ..control import ControlError, ControlServer
 from ..errors import ConfigError, V6mostlyError
-from ..linux import conntrack, fastpath, netlink, nft, tun
+from ..linux import conntrack, fastpath, gro, netlink, nft, tun
 from ..linux.bpf import BpfError
 from ..siit.translator import Translator, TranslatorConfig
 from ..siit.verdict import Stats
@@ -74,6 +74,12 @@ def dry_run_text(s: Settings, plat: bool) -> str:
             "on (IPv4 TCP/UDP into the TUN translated by a tc program; the rest by the workers)"
             if t.fastpath
             else "off (fastpath = false: the workers translate every packet)"
+        ),
+        "UDP GRO forwarding: "
+        + (
+            "turned on where off on this namespace's interfaces (undone at stop)"
+            if t.udp_gro_forwarding
+            else "left as it is (udp_gro_forwarding = false)"
         ),
     ]
     pl = plat_rules.plan(s)
@@ -186,6 +192,8 @@ class TranslatorService:
         #: the CPUs RPS spreads the TUN's packets over (0: RPS off); the fast path steers
         #: its packets away from the CPU that translated them while it is on
         self.rps_spread = 0
+        #: the interfaces whose rx-udp-gro-forwarding we turned on (linux/gro.py)
+        self.gro_changed: list[str] = []
 
     # -- start ---------------------------------------------------------------------
 
@@ -234,6 +242,12 @@ class TranslatorService:
             f" ({', '.join(t.offload_names())})" if t.offloads else "",
             s.tun.mtu,
         )
+        if s.tun.udp_gro_forwarding:
+            self.gro_changed, notes = gro.enable(gro.candidates(t.name))
+            for note in notes:
+                log.warning("%s (UDP GRO forwarding stays off there)", note)
+            if self.gro_changed:
+                log.info("UDP GRO forwarding on: %s", ", ".join(self.gro_changed))
         self.applied = netlink.Applied(t.name)
         self.applied.apply(plat_rules.plan(s), replace=self.replace)
         if self.plat:
@@ -469,6 +483,8 @@ class TranslatorService:
         if self.fast_counts is not None:
             os.close(self.fast_counts)
             self.fast_counts = None
+        gro.disable(self.gro_changed)
+        self.gro_changed = []
         if self.dp is not None:
             self.dp.stop()
             log.info("workers stopped")
