@@ -1,12 +1,12 @@
 """``[tun] udp_gro_forwarding`` (linux/gro.py) in the namespace lab, with real iperf3.
 
-The lab's PLAT links receive like NICs (``LabConfig.nic_like``: GRO on, threaded NAPI),
-so a UDP flood of one flow reaches the PLAT in bursts its GRO can merge. Checked:
-the PLAT turns the feature on for its links at start and back off at stop; a 64-byte
-UDP flood is merged and translated as super-packets both ways (the fast path
-downstream, the workers upstream); every datagram that arrives has a valid checksum
-(the endpoints verify them: checksum offload is off on the lab's veths) and the
-flood arrives in full, in order.
+The lab's PLAT uplink receives like a NIC (``LabConfig.nic_like``: GRO on, threaded
+NAPI), so a UDP flood of one flow from the Internet reaches the PLAT in bursts its GRO
+can merge. Checked: the PLAT turns the feature on for its links at start and back off
+at stop; a 64-byte UDP flood downstream is merged and translated by the fast path as
+super-packets; every datagram that arrives has a valid checksum (the endpoints verify
+them: checksum offload is off on the lab's veths) and the floods arrive in full, in
+order, both ways.
 """
 
 from __future__ import annotations
@@ -77,16 +77,14 @@ def test_a_download_flood_is_merged_and_arrives_intact(lab: Lab) -> None:
     assert metric(lab, "v6mostly_fastpath_packets") - pk0 < s["packets"]
 
 
-def test_an_upload_flood_is_merged_and_arrives_intact(lab: Lab) -> None:
-    sup0 = metric(lab, "v6mostly_gso_superpackets")
-    seg0 = metric(lab, "v6mostly_gso_segments")
+def test_an_upload_flood_arrives_intact(lab: Lab) -> None:
+    """Upstream the client's veth stays a plain one (``LabConfig.nic_like``: the uplink
+    only), so nothing is merged there; the feature must not change the flood."""
     bad0 = udp_counter(lab, "inet4", "UdpInCsumErrors")
     s = flood(lab)
     assert s["packets"] > 50_000 and s["lost_percent"] < 2.0, s
+    assert s["out_of_order"] == 0, s
     assert udp_counter(lab, "inet4", "UdpInCsumErrors") == bad0
-    merged = metric(lab, "v6mostly_gso_superpackets") - sup0
-    assert merged > 100, merged
-    assert metric(lab, "v6mostly_gso_segments") - seg0 > 2 * merged
 
 
 def test_zz_stop_turns_it_back_off(lab: Lab) -> None:

@@ -358,13 +358,12 @@ def _plan_standard(p: LabPlan, python: str) -> None:
             Offload("plat", "i4", "tx"),
         ]
     if cfg.nic_like:
-        # The PLAT's links receive like NICs: in NAPI mode (GRO on) with the poll in a
+        # The PLAT's uplink receives like a NIC: in NAPI mode (GRO on) with the poll in a
         # thread of its own, apart from the sender's send (a veth's default runs the
         # whole receive path inside the sender's sendmsg()). A veth takes that path
         # only for what its GRO could merge (see LabConfig.nic_like).
-        for ifname in ("c6", "i4"):
-            p.offloads.append(Offload("plat", ifname, "gro", on=True))
-            p.run("plat", "sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded")
+        p.offloads.append(Offload("plat", "i4", "gro", on=True))
+        p.run("plat", "sh", "-c", "echo 1 > /sys/class/net/i4/threaded")
     _plan_servers(p, python)
     if cfg.router:
         _plan_router(p, python)

@@ -133,12 +133,15 @@ class LabConfig:
     fastpath: bool = True
     #: ``[tun] udp_gro_forwarding`` of the PLAT (rx-udp-gro-forwarding on its links).
     udp_gro_forwarding: bool = True
-    #: The PLAT's two veths receive like NICs: GRO on (NAPI mode) and the NAPI poll in a
-    #: thread (``/sys/class/net/IF/threaded``), so that a burst can queue up and be
-    #: merged while the sender sends, as behind a NIC. For every translator. A veth
-    #: whose peer has TSO hands it only packets of local sockets when the receiving
-    #: veth has rx-udp-gro-forwarding (``veth_skb_is_eligible_for_gro``): without
-    #: that, nothing changes.
+    #: The PLAT's uplink veth (``i4``, from the IPv4 Internet) receives like a NIC: GRO
+    #: on (NAPI mode) and the NAPI poll in a thread (``/sys/class/net/i4/threaded``),
+    #: so that a burst can queue up and be merged while the sender sends, as behind a
+    #: NIC. For every translator. A veth whose peer has TSO hands it only packets of
+    #: local sockets when the receiving veth has rx-udp-gro-forwarding
+    #: (``veth_skb_is_eligible_for_gro``): without that, nothing changes. The client
+    #: side stays a plain veth: there the thread would split one client's packets
+    #: between two paths (the eligible ones through it, the others not), and reorder
+    #: them (a traceroute's probes lost hop answers), which a NIC's queue does not.
     nic_like: bool = True
     #: The whole IPv6-mostly site (see ``site.py``): clients ``legacy`` (dhcpcd without
     #: option 108: native IPv4 through NAT44), ``mostly`` (dhcpcd with option 108, then
