@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,23 +71,15 @@ def rps_cpus(lab: Lab) -> int:
     return int(r.stdout.strip().replace(",", ""), 16)
 
 
-def rps_during(
-    lab: Lab,
-    node: str,
-    argv: list[str],
-    seconds: float = 8.0,
-    also: Callable[[], object] | None = None,
-) -> list[int]:
-    """Run ``argv`` in ``node`` (it must end by itself) and sample ``rps_cpus`` (and call
-    ``also``) while it runs, at most ``seconds``; the samples."""
+def rps_during(lab: Lab, node: str, argv: list[str], seconds: float = 8.0) -> list[int]:
+    """Run ``argv`` in ``node`` (it must end by itself) and sample ``rps_cpus`` while it
+    runs, at most ``seconds``; the samples."""
     seen = []
     p = subprocess.Popen(lab.cmd(node, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + seconds
         while p.poll() is None and time.monotonic() < deadline:
             seen.append(rps_cpus(lab))
-            if also is not None:
-                also()
             time.sleep(0.3)
     finally:
         stop(p)

@@ -14,9 +14,7 @@ import json
 import os
 import re
 import signal
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -67,26 +65,8 @@ def test_rps_auto_follows_a_download(lab: Lab) -> None:
     IPv6 forwarding and the client's TCP input from the server's sending."""
 
     assert wait_for(lambda: rps_cpus(lab) == 0, timeout=15)
-    assert status(lab)["fastpath_steer_cpus"] == 0
-    steer: list[int] = []
-    seen = rps_during(
-        lab,
-        "client6",
-        ["iperf3", "-c", S6, "-t", "5", "-R"],
-        also=lambda: steer.append(status(lab)["fastpath_steer_cpus"]),
-    )
+    seen = rps_during(lab, "client6", ["iperf3", "-c", S6, "-t", "5", "-R"])
     assert any(seen), "RPS never turned on during a download"
-    # while RPS is on, the fast path steers over all CPUs (never the translating one)
-    assert os.cpu_count() in steer, steer
-    assert wait_for(lambda: status(lab)["fastpath_steer_cpus"] == 0, timeout=15)
-
-
-def status(lab: Lab) -> dict[str, Any]:
-    """`v6mostly ctl --json status` of the lab's PLAT."""
-    argv = [sys.executable, "-m", "v6mostly", "ctl", "--socket", lab.path("plat.sock")]
-    r = lab.exec("plat", [*argv, "--json", "status"], timeout=30)
-    st: dict[str, Any] = json.loads(r.stdout)[lab.path("plat.sock")]
-    return st
 
 
 def test_a_file_arrives_intact(lab: Lab) -> None:

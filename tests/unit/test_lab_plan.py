@@ -116,7 +116,10 @@ def test_standard_links_addresses_routes() -> None:
     )
     assert plan(verify_checksums=False, nic_like=False).offloads == []
     # the PLAT's uplink in NAPI mode, polled in a thread (LabConfig.nic_like), by default
-    assert [o for o in p.offloads if o.feature == "gro"] == [Offload("plat", "i4", "gro", on=True)]
+    assert [o for o in p.offloads if o.on] == [
+        Offload("plat", "i4", "gro", on=True),
+        Offload("plat", "i4", "rx-udp-gro-forwarding", on=True),
+    ]
     assert [" ".join(c.argv) for c in p.commands if "threaded" in " ".join(c.argv)] == [
         "sh -c echo 1 > /sys/class/net/i4/threaded",
     ]

@@ -146,7 +146,7 @@ class Offload:
 
     node: str
     ifname: str
-    feature: str  # rx | tx | gro
+    feature: str  # rx | tx | gro | rx-udp-gro-forwarding
     on: bool = False
 
     @property
@@ -362,7 +362,10 @@ def _plan_standard(p: LabPlan, python: str) -> None:
         # thread of its own, apart from the sender's send (a veth's default runs the
         # whole receive path inside the sender's sendmsg()). A veth takes that path
         # only for what its GRO could merge (see LabConfig.nic_like).
+        # rx-udp-gro-forwarding too, for every translator: the same packets take the
+        # thread whichever translator runs (v6mostly's would turn it on by itself).
         p.offloads.append(Offload("plat", "i4", "gro", on=True))
+        p.offloads.append(Offload("plat", "i4", "rx-udp-gro-forwarding", on=True))
         p.run("plat", "sh", "-c", "echo 1 > /sys/class/net/i4/threaded")
     _plan_servers(p, python)
     if cfg.router:

@@ -136,9 +136,10 @@ class LabConfig:
     #: The PLAT's uplink veth (``i4``, from the IPv4 Internet) receives like a NIC: GRO
     #: on (NAPI mode) and the NAPI poll in a thread (``/sys/class/net/i4/threaded``),
     #: so that a burst can queue up and be merged while the sender sends, as behind a
-    #: NIC. For every translator. A veth whose peer has TSO hands it only packets of
-    #: local sockets when the receiving veth has rx-udp-gro-forwarding
-    #: (``veth_skb_is_eligible_for_gro``): without that, nothing changes. The client
+    #: NIC. For every translator, with rx-udp-gro-forwarding on that link too: a veth
+    #: whose peer has TSO hands its NAPI only packets of local sockets, and only when it
+    #: has that feature (``veth_skb_is_eligible_for_gro``), so every plane gets the
+    #: same path (the ICMP replies of a ping too). The client
     #: side stays a plain veth: there the thread would split one client's packets
     #: between two paths (the eligible ones through it, the others not), and reorder
     #: them (a traceroute's probes lost hop answers), which a NIC's queue does not.

@@ -40,14 +40,6 @@ transport checksum updated for the pseudo-header (``bpf_l4_csum_replace`` with
 ``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). Per-CPU counters
 hold packets, octets and GSO super-packets (``rps = "auto"`` follows the last).
 
-While RPS is on (the service writes the number of CPUs into the *steer map*), the
-program also sets the packet's flow hash so that RPS hands it to a CPU other than
-the one that translated it (``_steer``): the IPv6 forwarding, NAPT66 and, in the
-lab, the client's receive then run beside the translation instead of after it
-(same-run A/B, 6 rounds of a TCP download with RPS on: 4.30 against 3.82 Gbit/s
-with RPS choosing by the flow's own hash, which keeps half of the flows on the
-translating CPU on 2 CPUs).
-
 The program (about 230 instructions) is assembled here with ``linux/bpf_asm.Asm``,
 like the smaller programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler
 at run time or at install, nothing but the ``bpf(2)`` system call (``linux/bpf.py``)
@@ -99,8 +91,7 @@ TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
 _COUNTERS = 3
 
 # helpers (enum bpf_func_id)
-_LOOKUP, _SMP_ID, _STORE, _L4CSUM, _REDIRECT = 1, 8, 9, 11, 23
-_LOAD, _CSUM_DIFF, _CHANGE_PROTO, _HASH_RECALC, _SET_HASH = 26, 28, 31, 34, 48
+_LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11, 23, 26, 28, 31
 _F_RECOMPUTE_CSUM, _F_INGRESS, _F_PSEUDO_HDR, _F_MARK_MANGLED_0 = 1, 1, 16, 32
 # struct __sk_buff offsets
 _SKB_LEN, _SKB_PROTOCOL, _SKB_GSO_SIZE = 0, 16, 176
@@ -130,9 +121,6 @@ class Maps:
     dst: int
     pool6: int
     counters: int
-    #: One u32: the CPUs RPS spreads the TUN's packets over (0: RPS is off); see
-    #: :meth:`FastPath.steer`.
-    steer: int
 
 
 # stack layout (offsets from the frame pointer)
@@ -255,7 +243,6 @@ def program(s: Settings, m: Maps) -> bytes:
     a.alu("add", 1, 1)
     a.stx(8, 0, 16, 1)
     a.label("redirect")
-    _steer(a, m.steer)
     a.alu("mov", 1, s.ifindex)
     a.alu("mov", 2, _F_INGRESS)
     a.call(_REDIRECT)
@@ -301,37 +288,6 @@ def _pool6(a: Asm, s: Settings, v4: int, v6: int) -> None:
     for i, pos in enumerate(s.positions):
         a.ldx(1, 2, _FP, v4 + i)
         a.stx(1, _FP, v6 + pos, 2)
-
-
-def _steer(a: Asm, fd: int) -> None:
-    """While RPS is on (``n`` CPUs in the steer map, all of the TUN's RPS mask), set the
-    packet's flow hash so that RPS (``reciprocal_scale(hash, n)``) hands it to a CPU
-    other than this one: ``target = (cpu + 1 + hash mod (n - 1)) mod n``, and the hash
-    ``((target << 32) | hash) / n``, which keeps the flow's own hash in its low bits.
-    The translation ran in the softirq of the packet's arrival; the IPv6 forwarding,
-    NAPT66 and the delivery then run beside it, as they do after a worker's write."""
-    a.st(4, _FP, _KEY, 0)
-    _lookup(a, fd, miss="steered")
-    a.ldx(4, 7, 0, 0)
-    a.jmp("jle", 7, 1, "steered")
-    a.call(_SMP_ID)
-    a.alux("mov", 8, 0)
-    a.alux("mov", 1, 6)
-    a.call(_HASH_RECALC)
-    a.alux("mov", 9, 0)
-    a.alux("mov", 1, 7)
-    a.alu("sub", 1, 1)
-    a.alux("mod", 0, 1)
-    a.alux("add", 0, 8)
-    a.alu("add", 0, 1)
-    a.alux("mod", 0, 7)
-    a.alu("lsh", 0, 32)
-    a.alux("or", 0, 9)
-    a.alux("div", 0, 7)
-    a.alux("mov", 2, 0)
-    a.alux("mov", 1, 6)
-    a.call(_SET_HASH)
-    a.label("steered")
 
 
 def _lookup(a: Asm, fd: int, miss: str = "pass") -> None:
@@ -499,8 +455,7 @@ class FastPath:
             for k, v in t.destinations.items():
                 map_update(dst, k, v)
             map_update(bitmap, b"\0\0\0\0", t.pool6_bitmap)
-            steer = self._map(BPF_MAP_TYPE_ARRAY, 4, 4, 1, "v6m_fast_steer")
-            self.maps = Maps(dst, bitmap, cnt, steer)
+            self.maps = Maps(dst, bitmap, cnt)
             self.prog = load_sched_cls(program(s, self.maps), PROG_NAME)
             self.fds.append(self.prog)
         except BaseException:
@@ -516,56 +471,41 @@ class FastPath:
     def counters(self) -> tuple[int, int, int]:
         return read_counters(self.maps.counters)
 
-    def steer(self, cpus: int) -> None:
-        """RPS is on over ``cpus`` CPUs (the whole mask ``tun.set_rps`` writes), or off
-        (0): a translated packet then goes on to another CPU than the one that
-        translated it (``_steer``)."""
-        map_update(self.maps.steer, b"\0\0\0\0", struct.pack("<I", cpus))
-
-    def steering(self) -> int:
-        """What the program reads from the steer map: the CPUs it steers over (0: off)."""
-        return int(struct.unpack("<I", map_lookup(self.maps.steer, b"\0\0\0\0", 4))[0])
-
     def test_run(self, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
-        """Run the program on ``pkt`` (:func:`test_run`; it must be built with ``base = 14``)."""
-        return test_run(self.prog, pkt, gso_size)
+        """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet
+        header first, the program must be built with ``base = 14``): its return value
+        and the packet after it, without the Ethernet header."""
+        eth = b"\x02" * 12 + b"\x08\x00"
+        data = ctypes.create_string_buffer(eth + pkt, len(eth) + len(pkt))
+        out = ctypes.create_string_buffer(len(eth) + len(pkt) + 64)
+        ctx = bytearray(192)
+        struct.pack_into("<I", ctx, _SKB_GSO_SIZE, gso_size)
+        cbuf = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+        attr = struct.pack(
+            "<IIIIQQIIIIQQ",
+            self.prog,
+            0,
+            len(data),
+            len(out),
+            ctypes.addressof(data),
+            ctypes.addressof(out),
+            1,
+            0,
+            len(ctx),
+            0,
+            ctypes.addressof(cbuf),
+            0,
+        )
+        abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+        bpf_syscall(BPF_PROG_TEST_RUN, abuf)
+        ret, _, size_out = struct.unpack_from("<iII", abuf.raw, 4)
+        return ret, out.raw[len(eth) : size_out]
 
     def close(self) -> None:
         for fd in self.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds = []
-
-
-def test_run(prog: int, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
-    """Run the tc program ``prog`` on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an
-    Ethernet header first): its return value and the packet after it, without the
-    Ethernet header."""
-    eth = b"\x02" * 12 + b"\x08\x00"
-    data = ctypes.create_string_buffer(eth + pkt, len(eth) + len(pkt))
-    out = ctypes.create_string_buffer(len(eth) + len(pkt) + 64)
-    ctx = bytearray(192)
-    struct.pack_into("<I", ctx, _SKB_GSO_SIZE, gso_size)
-    cbuf = ctypes.create_string_buffer(bytes(ctx), len(ctx))
-    attr = struct.pack(
-        "<IIIIQQIIIIQQ",
-        prog,
-        0,
-        len(data),
-        len(out),
-        ctypes.addressof(data),
-        ctypes.addressof(out),
-        1,
-        0,
-        len(ctx),
-        0,
-        ctypes.addressof(cbuf),
-        0,
-    )
-    abuf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    bpf_syscall(BPF_PROG_TEST_RUN, abuf)
-    ret, _, size_out = struct.unpack_from("<iII", abuf.raw, 4)
-    return ret, out.raw[len(eth) : size_out]
 
 
 def read_counters(fd: int) -> tuple[int, int, int]:

@@ -184,7 +184,7 @@ def set_rps(name: str, cpus: int | None = None, off: bool = False) -> str | None
     worker goes back to translating. ``off``: back to no RPS. Returns an error
     text, or None.
     """
-    n = cpus or rps_cpus()
+    n = cpus or os.cpu_count() or 1
     if n < 2:
         return None
     mask = "0" if off else f"{(1 << n) - 1:x}"
@@ -197,12 +197,6 @@ def set_rps(name: str, cpus: int | None = None, off: bool = False) -> str | None
     except OSError as e:
         return f"cannot set RPS on {name}: {e.strerror}"
     return None
-
-
-def rps_cpus() -> int:
-    """The CPUs :func:`set_rps` spreads over: all of them (0 and 1: none, no RPS)."""
-    n = os.cpu_count() or 1
-    return n if n >= 2 else 0
 
 
 def delete_link(name: str) -> None:

@@ -167,9 +167,6 @@ def translator_handlers(svc: Any) -> dict[str, Handler]:
             "worker_restarts": svc.dp.restarts,
             "mtu": svc.dp.counters.link_mtu,
             "fastpath": svc.fast is not None,
-            # RPS on the TUN, and the CPUs the fast path steers its packets over (0: off)
-            "rps_cpus": svc.rps_spread,
-            "fastpath_steer_cpus": svc.fast.steering() if svc.fast is not None else 0,
             "ha": svc.ha.status() if svc.ha is not None else None,
         }
 

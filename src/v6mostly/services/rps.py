@@ -12,8 +12,7 @@ The in-kernel fast path (``linux/fastpath.py``) hands its translated packets to
 the TUN's ingress too, where RPS spreads them the same way: there it splits a
 download's forwarding and the client's TCP input from the server's sending
 (same-run A/B, 5 rounds, TCP down: 0.93x kernel forwarding with RPS, 0.80x
-without). While RPS is on, the fast path also picks the CPU: never the one that
-translated the packet (``fastpath._steer``; 4.30 against 3.82 Gbit/s down).
+without).
 
 ``auto`` (the default) turns RPS on when the workers read, or the fast path
 translates, at least ``ON_RATE`` GSO super-packets per second, and off again once the rate has stayed

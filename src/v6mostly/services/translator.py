@@ -189,9 +189,6 @@ class TranslatorService:
         self.fast_qdisc = False
         #: the counter map every fast path since start counts in (its own descriptor)
         self.fast_counts: int | None = None
-        #: the CPUs RPS spreads the TUN's packets over (0: RPS off); the fast path steers
-        #: its packets away from the CPU that translated them while it is on
-        self.rps_spread = 0
         #: the interfaces whose rx-udp-gro-forwarding we turned on (linux/gro.py)
         self.gro_changed: list[str] = []
 
@@ -231,8 +228,6 @@ class TranslatorService:
             err = tun.set_rps(t.name)
             if err:
                 log.warning("%s (continuing without RPS)", err)
-            else:
-                self.rps_spread = tun.rps_cpus()
         self.rps_auto = RpsAuto() if s.tun.rps == "auto" and t.vnet else None
         log.info(
             "tun %s up: %d queue(s), mode %s%s, mtu %d",
@@ -297,7 +292,6 @@ class TranslatorService:
             fastpath.uninstall(self.tun.name, False)
         else:
             try:
-                fast.steer(self.rps_spread)
                 self.fast_qdisc |= fastpath.install(self.tun.name, fast)
                 self.fast = fast
                 if self.fast_counts is None:
@@ -426,12 +420,6 @@ class TranslatorService:
             log.warning('%s; rps = "auto" gives up', err)
             self.rps_auto = None
         else:
-            self.rps_spread = tun.rps_cpus() if change else 0
-            if self.fast is not None:
-                try:
-                    self.fast.steer(self.rps_spread)
-                except (BpfError, OSError) as e:
-                    log.warning("fast path: cannot steer with RPS (%s)", e)
             log.info(
                 "tun %s: RPS %s (bulk traffic %s)",
                 self.tun.name,
