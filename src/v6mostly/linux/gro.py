@@ -18,8 +18,9 @@ namespace that has it and where it is off (not ``lo``, not the TUN), and turns i
 back off at stop on those it changed. Through pyroute2's ethtool (the same ioctl
 as ``ethtool -K IFNAME rx-udp-gro-forwarding on``).
 
-Measured in the lab (2 CPUs, the PLAT's veths in NAPI mode like NICs: GRO on,
-threaded NAPI), 64-byte ``iperf3 -u -b 0``, 3 rounds: see docs/profile-small-packets.md §7.
+Measured in the lab (2 CPUs, the PLAT's uplink veth in NAPI mode like a NIC: GRO on,
+threaded NAPI), 64-byte ``iperf3 -u -l 64 -b 0``, 3 rounds: 100,224 delivered pkt/s
+downstream against TAYGA's 51,300 (docs/profile-small-packets.md §7).
 """
 
 from __future__ import annotations
