@@ -21,12 +21,12 @@ import pytest
 
 from tests.integration.lab_helpers import metric, require_root, wait_for
 from v6mostly.lab.topology import Lab, LabConfig, alive, namespaces, running_lab, server6
+from v6mostly.linux.gro import FEATURE
 
 pytestmark = pytest.mark.integration
 
 S6 = server6()
 LINKS = ("c6", "i4")
-FEATURE = "rx-udp-gro-forwarding"
 
 
 @pytest.fixture(scope="module")
