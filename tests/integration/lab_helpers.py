@@ -12,12 +12,20 @@ from typing import Any
 
 import pytest
 
-from v6mostly.lab.topology import Lab
+from v6mostly.lab.topology import Lab, LabConfig, namespaces, running_lab
 
 
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (CI runs as root): run `make test` as root")
+
+
+def module_lab(config: LabConfig) -> Iterator[Lab]:
+    """The body of a module's lab fixture: a lab for its tests, checked gone afterwards."""
+    require_root()
+    with running_lab(config) as lab:
+        yield lab
+    assert namespaces(lab.id) == [], "lab namespaces left behind"
 
 
 def metric(lab: Lab, name: str, **labels: str) -> float:

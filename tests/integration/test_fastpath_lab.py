@@ -18,8 +18,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.lab_helpers import metric, require_root, rps_cpus, rps_during, wait_for
-from v6mostly.lab.topology import Lab, LabConfig, namespaces, running_lab, server6
+from tests.integration.lab_helpers import (
+    metric,
+    module_lab,
+    require_root,
+    rps_cpus,
+    rps_during,
+    wait_for,
+)
+from v6mostly.lab.topology import Lab, LabConfig, running_lab, server6
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +37,7 @@ WORKER_TCP_4TO6 = {"direction": "4to6", "protocol": "tcp"}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    require_root()
-    with running_lab(LabConfig(queues=2)) as lab:
-        yield lab
-    assert namespaces(lab.id) == [], "lab namespaces left behind"
+    yield from module_lab(LabConfig(queues=2))
 
 
 def download(lab: Lab, seconds: int = 2) -> int:

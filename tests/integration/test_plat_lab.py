@@ -25,6 +25,7 @@ import pytest
 
 from tests.integration.lab_helpers import (
     metric,
+    module_lab,
     pyexec,
     require_root,
     rps_cpus,
@@ -52,11 +53,7 @@ S6 = server6()
 
 @pytest.fixture(scope="module", params=["offload", "plain"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    require_root()
-    cfg = LabConfig(offload=request.param == "offload", queues=2)
-    with running_lab(cfg) as lab:
-        yield lab
-    assert namespaces(lab.id) == [], "lab namespaces left behind"
+    yield from module_lab(LabConfig(offload=request.param == "offload", queues=2))
 
 
 def test_mode_is_what_was_asked(lab: Lab) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.lab_helpers import metric, require_root, wait_for
-from v6mostly.lab.topology import Lab, LabConfig, alive, namespaces, running_lab, server6
+from tests.integration.lab_helpers import metric, module_lab, require_root, wait_for
+from v6mostly.lab.topology import Lab, LabConfig, alive, running_lab, server6
 from v6mostly.linux.gro import FEATURE
 
 pytestmark = pytest.mark.integration
@@ -31,10 +31,7 @@ LINKS = ("c6", "i4")
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    require_root()
-    with running_lab(LabConfig(queues=2)) as lab:
-        yield lab
-    assert namespaces(lab.id) == [], "lab namespaces left behind"
+    yield from module_lab(LabConfig(queues=2))
 
 
 def feature_on(lab: Lab, ifname: str) -> bool:
