@@ -1,7 +1,7 @@
 """The PLAT's in-kernel fast path (linux/fastpath.py) in the namespace lab.
 
-A download from the IPv4-only server is translated by the tc program on the TUN's
-egress, not by the workers, and arrives intact at a client that verifies checksums
+A download from the IPv4-only server (and an upload to it, linux/fastpath6) is
+translated by the tc programs on the TUN's egress, not by the workers, and arrives intact at a client that verifies checksums
 (the lab turns checksum offload off); ping and everything else still goes to the
 workers; a reload (SIGHUP) or a new TUN MTU puts a rebuilt program in place with the
 counters going on; with ``fastpath = false`` the workers translate the download.
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 S6 = server6()
 FAST = "v6mostly_fastpath_packets"
 WORKER_TCP_4TO6 = {"direction": "4to6", "protocol": "tcp"}
+WORKER_TCP_6TO4 = {"direction": "6to4", "protocol": "tcp"}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,21 @@ def test_the_download_is_translated_in_the_kernel(lab: Lab) -> None:
     assert worker * 100 < fast, (worker, fast)
     assert metric(lab, "v6mostly_fastpath_octets") > 10_000_000
     assert metric(lab, "v6mostly_fastpath_superpackets") > 100  # the lab's TUN has offloads
+
+
+def test_the_upload_is_translated_in_the_kernel(lab: Lab) -> None:
+    """IPv6 to IPv4 (linux/fastpath6): the upload's data after NAPT66, and the
+    download's ACKs, do not wake the workers; the server verifies every checksum."""
+    out = lab.exec("plat", ["tc", "filter", "show", "dev", "nat64", "egress"]).stdout
+    assert "v6m_plat_fast6" in out, out
+    fast0 = metric(lab, FAST)
+    worker0 = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4)
+    r = lab.exec("client6", ["iperf3", "-J", "-c", S6, "-t", "2"], timeout=40)
+    assert int(json.loads(r.stdout)["end"]["sum_received"]["bytes"]) > 10_000_000
+    fast = metric(lab, FAST) - fast0
+    worker = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4) - worker0
+    assert fast > 1000, fast
+    assert worker * 100 < fast, (worker, fast)
 
 
 def test_rps_auto_follows_a_download(lab: Lab) -> None:

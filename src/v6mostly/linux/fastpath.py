@@ -78,12 +78,14 @@ from .bpf_asm import Asm
 
 if TYPE_CHECKING:
     from ..siit.translator import Translator
+    from .fastpath6 import Settings6
 
 BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 1, 2, 6
 PROG_NAME = "v6m_plat_fast"
-#: Our filter's preference on the TUN's egress.
-PREF = 49170
-ETH_P_IP = 0x0800
+#: Our filters' preferences on the TUN's egress (IPv4, IPv6).
+PREF, PREF6 = 49170, 49171
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+PROG6_NAME = "v6m_plat_fast6"
 #: The most destination addresses the map takes (the EAM entries' IPv4 side).
 MAX_DESTINATIONS = 65536
 TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
@@ -135,7 +137,7 @@ def program(s: Settings, m: Maps) -> bytes:
     a.ldx(4, 2, 6, _SKB_PROTOCOL)
     a.jmp("jne", 2, struct.unpack("<H", struct.pack("!H", ETH_P_IP))[0], "pass")
     # the IPv4 header and the first 8 bytes of TCP/UDP onto the stack
-    _load(a, b, _H4, 28)
+    load(a, b, _H4, 28)
     a.ldx(1, 2, _FP, _H4)
     a.jmp("jne", 2, 0x45, "pass")  # IPv4 without options
     a.ldx(2, 2, _FP, _H4 + 6)
@@ -178,12 +180,12 @@ def program(s: Settings, m: Maps) -> bytes:
     _size_check(a, s)
     # the pool6 bitmap (r9, kept across the calls below)
     a.st(4, _FP, _KEY, 0)
-    _lookup(a, m.pool6)
+    lookup(a, m.pool6)
     a.alux("mov", 9, 0)
     # the destination: an EAM address (the map's IPv6 form), else through pool6
     a.ldx(4, 2, _FP, _H4 + 16)
     a.stx(4, _FP, _KEY, 2)
-    _lookup(a, m.dst, miss="dst_pool6")
+    lookup(a, m.dst, miss="dst_pool6")
     for i in range(0, 16, 4):
         a.ldx(4, 2, 0, i)
         a.stx(4, _FP, _H6 + 24 + i, 2)
@@ -196,27 +198,43 @@ def program(s: Settings, m: Maps) -> bytes:
     a.label("source")
     _pool6(a, s, _H4 + 12, _H6 + 8)
     _v6_header(a, s)
-    # the transport checksum's change: the addresses (length and protocol sum the same)
+    rewrite(a, b, (_H4 + 12, 8), (_H6 + 8, 32), 0x86DD, (_H6, 40))
+    finish(a, m.counters, s.ifindex)
+    return a.assemble()
+
+
+def rewrite(
+    a: Asm,
+    base: int,
+    old: tuple[int, int],
+    new: tuple[int, int],
+    ethertype: int,
+    header: tuple[int, int],
+) -> None:
+    """Turn the packet into the other family: the transport checksum's change (the
+    addresses ``old`` to ``new``, stack offset and size: the length and the protocol sum
+    the same), ``bpf_skb_change_proto``, the new IP ``header`` (stack offset and size)
+    stored at ``base``, and the transport checksum (r7: where, r8: the flags) updated."""
     a.alux("mov", 1, _FP)
-    a.alu("add", 1, _H4 + 12)
-    a.alu("mov", 2, 8)
+    a.alu("add", 1, old[0])
+    a.alu("mov", 2, old[1])
     a.alux("mov", 3, _FP)
-    a.alu("add", 3, _H6 + 8)
-    a.alu("mov", 4, 32)
+    a.alu("add", 3, new[0])
+    a.alu("mov", 4, new[1])
     a.alu("mov", 5, 0)
     a.call(_CSUM_DIFF)
     a.alux("mov", 9, 0)
     # from here on the packet changes: a failure drops it (it is half translated)
     a.alux("mov", 1, 6)
-    a.alu("mov", 2, struct.unpack("<H", struct.pack("!H", 0x86DD))[0])
+    a.alu("mov", 2, struct.unpack("<H", struct.pack("!H", ethertype))[0])
     a.alu("mov", 3, 0)
     a.call(_CHANGE_PROTO)
     a.jmp("jne", 0, 0, "pass")  # nothing changed yet (no room): the worker's
     a.alux("mov", 1, 6)
-    a.alu("mov", 2, b)
+    a.alu("mov", 2, base)
     a.alux("mov", 3, _FP)
-    a.alu("add", 3, _H6)
-    a.alu("mov", 4, 40)
+    a.alu("add", 3, header[0])
+    a.alu("mov", 4, header[1])
     a.alu("mov", 5, _F_RECOMPUTE_CSUM)
     a.call(_STORE)
     a.jmp("jne", 0, 0, "drop")
@@ -227,9 +245,13 @@ def program(s: Settings, m: Maps) -> bytes:
     a.alux("mov", 5, 8)
     a.call(_L4CSUM)
     a.jmp("jne", 0, 0, "drop")
-    # count it (per CPU: packets, bytes, super-packets), then into the TUN's ingress
+
+
+def finish(a: Asm, counters: int, ifindex: int) -> None:
+    """Count the translated packet (per CPU: packets, octets, super-packets) and hand it
+    to the TUN's ingress; then the ``pass`` and ``drop`` exits."""
     a.st(4, _FP, _KEY, 0)
-    _lookup(a, m.counters, miss="redirect")
+    lookup(a, counters, miss="redirect")
     a.ldx(8, 1, 0, 0)
     a.alu("add", 1, 1)
     a.stx(8, 0, 0, 1)
@@ -243,7 +265,7 @@ def program(s: Settings, m: Maps) -> bytes:
     a.alu("add", 1, 1)
     a.stx(8, 0, 16, 1)
     a.label("redirect")
-    a.alu("mov", 1, s.ifindex)
+    a.alu("mov", 1, ifindex)
     a.alu("mov", 2, _F_INGRESS)
     a.call(_REDIRECT)
     a.exit()
@@ -253,10 +275,9 @@ def program(s: Settings, m: Maps) -> bytes:
     a.label("drop")
     a.alu("mov", 0, TC_ACT_SHOT)
     a.exit()
-    return a.assemble()
 
 
-def _load(a: Asm, base: int, to: int, n: int) -> None:
+def load(a: Asm, base: int, to: int, n: int) -> None:
     """``bpf_skb_load_bytes(skb, base, fp + to, n)``; a short packet passes."""
     a.alux("mov", 1, 6)
     a.alu("mov", 2, base)
@@ -270,6 +291,17 @@ def _load(a: Asm, base: int, to: int, n: int) -> None:
 def _pool6(a: Asm, s: Settings, v4: int, v6: int) -> None:
     """The IPv4 address at ``fp + v4`` through pool6 (RFC 6052 §2.2) to ``fp + v6``, if
     its /16 is set in the bitmap (r9); else pass."""
+    in_bitmap(a, v4)
+    for i in range(0, 16, 4):
+        a.st(4, _FP, v6 + i, struct.unpack("<I", s.template[i : i + 4])[0])
+    for i, pos in enumerate(s.positions):
+        a.ldx(1, 2, _FP, v4 + i)
+        a.stx(1, _FP, v6 + pos, 2)
+
+
+def in_bitmap(a: Asm, v4: int) -> None:
+    """Pass unless the /16 of the IPv4 address at ``fp + v4`` is set in the pool6 bitmap
+    (r9): it maps through pool6, is forwarded and lies outside every EAM entry."""
     a.ldx(1, 2, _FP, v4)
     a.alu("lsh", 2, 5)
     a.ldx(1, 3, _FP, v4 + 1)
@@ -283,18 +315,13 @@ def _pool6(a: Asm, s: Settings, v4: int, v6: int) -> None:
     a.alux("rsh", 2, 3)
     a.alu("and", 2, 1)
     a.jmp("jeq", 2, 0, "pass")
-    for i in range(0, 16, 4):
-        a.st(4, _FP, v6 + i, struct.unpack("<I", s.template[i : i + 4])[0])
-    for i, pos in enumerate(s.positions):
-        a.ldx(1, 2, _FP, v4 + i)
-        a.stx(1, _FP, v6 + pos, 2)
 
 
-def _lookup(a: Asm, fd: int, miss: str = "pass") -> None:
-    """``r0 = bpf_map_lookup_elem(map, fp + _KEY)``; not found jumps to ``miss``."""
+def lookup(a: Asm, fd: int, miss: str = "pass", key: int = _KEY) -> None:
+    """``r0 = bpf_map_lookup_elem(map, fp + key)``; not found jumps to ``miss``."""
     a.ld_map(1, fd)
     a.alux("mov", 2, _FP)
-    a.alu("add", 2, _KEY)
+    a.alu("add", 2, key)
     a.call(_LOOKUP)
     a.jmp("jeq", 0, 0, miss)
 
@@ -313,7 +340,7 @@ def _size_check(a: Asm, s: Settings) -> None:
     a.jmp("jne", 2, 0, "fits")  # DF super-packet
     a.ldx(1, 2, _FP, _H4 + 9)
     a.jmp("jeq", 2, 17, "udp_seg")
-    _load(a, b + 32, _KEY, 1)  # TCP data offset
+    load(a, b + 32, _KEY, 1)  # TCP data offset
     a.ldx(1, 2, _FP, _KEY)
     a.alu("rsh", 2, 4)
     a.alu("lsh", 2, 2)
@@ -440,10 +467,23 @@ def _addresses(nets: Iterable[ipaddress.IPv4Network]) -> Iterable[ipaddress.IPv4
 class FastPath:
     """The maps and the program (:func:`install` puts it on a TUN)."""
 
-    def __init__(self, t: Tables, s: Settings, counters: int | None = None) -> None:
+    def __init__(
+        self,
+        t: Tables,
+        s: Settings,
+        counters: int | None = None,
+        six: tuple[dict[bytes, bytes], Settings6] | str = "not asked for",
+    ) -> None:
         """``counters``: a counter map to go on counting in (an earlier fast path's, so
-        that a rebuild does not start the counts again); a new one if None."""
+        that a rebuild does not start the counts again); a new one if None. ``six``: the
+        EAM map and settings of the IPv6-to-IPv4 program (``linux/fastpath6``), or why
+        there is none."""
+        from .fastpath6 import program6
+
         self.fds: list[int] = []
+        #: the IPv6-to-IPv4 program, or None (then ``why6`` says why)
+        self.prog6: int | None = None
+        self.why6 = six if isinstance(six, str) else ""
         try:
             dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
             bitmap = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_pool6")
@@ -458,6 +498,13 @@ class FastPath:
             self.maps = Maps(dst, bitmap, cnt)
             self.prog = load_sched_cls(program(s, self.maps), PROG_NAME)
             self.fds.append(self.prog)
+            if not isinstance(six, str):
+                eam6 = self._map(BPF_MAP_TYPE_HASH, 16, 4, max(1, len(six[0])), "v6m_fast_eam6")
+                for k, v in six[0].items():
+                    map_update(eam6, k, v)
+                code = program6(six[1], eam6, bitmap, cnt)
+                self.prog6 = load_sched_cls(code, PROG6_NAME)
+                self.fds.append(self.prog6)
         except BaseException:
             self.close()
             raise
@@ -475,7 +522,9 @@ class FastPath:
         """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet
         header first, the program must be built with ``base = 14``): its return value
         and the packet after it, without the Ethernet header."""
-        eth = b"\x02" * 12 + b"\x08\x00"
+        six = pkt[:1] >= b"\x60"
+        eth = b"\x02" * 12 + (b"\x86\xdd" if six else b"\x08\x00")
+        prog = self.prog6 if six and self.prog6 is not None else self.prog
         data = ctypes.create_string_buffer(eth + pkt, len(eth) + len(pkt))
         out = ctypes.create_string_buffer(len(eth) + len(pkt) + 64)
         ctx = bytearray(192)
@@ -483,7 +532,7 @@ class FastPath:
         cbuf = ctypes.create_string_buffer(bytes(ctx), len(ctx))
         attr = struct.pack(
             "<IIIIQQIIIIQQ",
-            self.prog,
+            prog,
             0,
             len(data),
             len(out),
@@ -524,6 +573,10 @@ def build(
     t = tables(xl)
     if isinstance(t, str):
         return t
+    from .fastpath6 import eam_map, settings6
+
+    eam6 = eam_map(xl)
+    six = eam6 if isinstance(eam6, str) else (eam6, settings6(xl, ifindex, base))
     s = Settings(
         template=t.template,
         positions=t.positions,
@@ -536,7 +589,7 @@ def build(
         base=base,
     )
     try:
-        return FastPath(t, s, counters)
+        return FastPath(t, s, counters, six)
     except (BpfError, OSError) as e:
         return str(e)
 
@@ -544,9 +597,15 @@ def build(
 def install(tun: str, fast: FastPath) -> bool:
     """Put ``fast``'s program on ``tun``'s egress (adding ``clsact`` if needed), in place of
     an earlier one of ours. Returns True when the qdisc was added here."""
-    return attach_cls_bpf(tun, fast.prog, CLSACT_EGRESS, ETH_P_IP, PREF, PROG_NAME)
+    added = attach_cls_bpf(tun, fast.prog, CLSACT_EGRESS, ETH_P_IP, PREF, PROG_NAME)
+    if fast.prog6 is not None:
+        attach_cls_bpf(tun, fast.prog6, CLSACT_EGRESS, ETH_P_IPV6, PREF6, PROG6_NAME)
+    else:
+        detach_cls_bpf(tun, CLSACT_EGRESS, ETH_P_IPV6, PREF6, False)
+    return added
 
 
 def uninstall(tun: str, remove_qdisc: bool) -> None:
     """Take our filter (and the qdisc, if we added it) off ``tun``. Never raises."""
+    detach_cls_bpf(tun, CLSACT_EGRESS, ETH_P_IPV6, PREF6, False)
     detach_cls_bpf(tun, CLSACT_EGRESS, ETH_P_IP, PREF, remove_qdisc)

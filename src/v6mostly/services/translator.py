@@ -298,10 +298,11 @@ class TranslatorService:
                     self.fast_counts = os.dup(fast.maps.counters)
                 log.info(
                     "fast path on: IPv4 TCP/UDP into %s translated in the kernel "
-                    "(%d destination(s), next-hop mtu %d)",
+                    "(%d destination(s), next-hop mtu %d); IPv6 TCP/UDP %s",
                     self.tun.name,
                     fast.destinations,
                     xl.ipv6_mtu,
+                    "too" if fast.prog6 is not None else f"by the workers ({fast.why6})",
                 )
             except BpfError as e:
                 fast.close()
