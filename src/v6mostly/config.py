@@ -16,8 +16,8 @@ Example (``v6mostly plat``)::
                             # "auto" while bulk (GSO) traffic flows, or true / false
     poll_us = 100           # after a packet, poll the queue this long before sleeping
     poll_cpu = 5            # ... spending at most this % of a CPU per worker on it
-    fastpath = true         # IPv4 TCP/UDP into the TUN translated by tc in the kernel
-                            # (linux/fastpath.py); the workers do all the rest
+    fastpath = true         # IPv4/IPv6 TCP/UDP into the TUN translated by tc in the kernel
+                            # (linux/fastpath*.py); the workers do all the rest
     udp_gro_forwarding = true   # rx-udp-gro-forwarding on this namespace's interfaces:
                             # a UDP burst of one flow is translated once (linux/gro.py)
 
@@ -102,8 +102,8 @@ class TunSettings:
     #: a packet, and the most of a CPU (percent, per worker) it may spend.
     poll_us: int = 100
     poll_cpu: int = 5
-    #: The in-kernel fast path (linux/fastpath.py): IPv4 TCP and UDP routed into the
-    #: TUN are translated by a tc program on its egress, not by the workers.
+    #: The in-kernel fast path (linux/fastpath.py, fastpath6.py): IPv4 and IPv6 TCP and UDP
+    #: routed into the TUN are translated by tc programs on its egress, not by the workers.
     fastpath: bool = True
     #: ``rx-udp-gro-forwarding`` turned on (and back off at stop) on the namespace's
     #: other interfaces (linux/gro.py): forwarded UDP of one flow is merged by GRO.
@@ -460,6 +460,8 @@ class ClatSettings:
         #                            # one packet at a time, IPv6 out through a raw socket
         # poll_us = 100              # adaptive poll after a packet (as [tun] of plat.toml)
         # poll_cpu = 5               # at most this % of a CPU per worker
+        # fastpath = true            # TCP/UDP translated by tc in the kernel both ways
+        #                            # (services/clat_fast.py); the workers do the rest
 
         [metrics]
         listen = "127.0.0.1:9465"
@@ -477,6 +479,7 @@ class ClatSettings:
     offload: bool = True
     poll_us: int = 100
     poll_cpu: int = 5
+    fastpath: bool = True
 
     @property
     def worker_count(self) -> int:
@@ -505,6 +508,7 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
     offload = r.get("offload", bool, True)
     poll_us = r.integer("poll_us", 100, 0, 10_000)
     poll_cpu = r.integer("poll_cpu", 5, 0, 100)
+    fastpath = r.get("fastpath", bool, True)
     r.finish()
     return ClatSettings(
         source,
@@ -518,6 +522,7 @@ def parse_clat(r: _Reader, source: str, metrics_listen: str) -> ClatSettings:
         offload=offload,
         poll_us=poll_us,
         poll_cpu=poll_cpu,
+        fastpath=fastpath,
     )
 
 

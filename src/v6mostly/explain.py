@@ -132,10 +132,10 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     ),
     "gso_superpackets": ("GSO super-packets read from the TUN (offload mode)", ""),
     "fastpath_packets": (
-        "IPv4 TCP/UDP packets translated in the kernel ([tun] fastpath), not by a worker",
+        "TCP/UDP packets translated in the kernel ([tun] fastpath), not by a worker",
         "",
     ),
-    "fastpath_octets": ("octets of those packets, as IPv6", ""),
+    "fastpath_octets": ("octets of those packets, as translated", ""),
     "fastpath_superpackets": ('GSO super-packets among them (rps = "auto" follows them)', ""),
     "gso_segments": ("segments those super-packets stood for", ""),
     "gso_software_segmented": (

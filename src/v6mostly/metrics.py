@@ -32,7 +32,7 @@ class DataplaneCollector(Collector):
         mode: str,
         napt66: bool = False,
         nft_counters: Callable[[], dict[str, int]] | None = None,
-        fastpath: Callable[[], tuple[int, int, int]] | None = None,
+        fastpath: Callable[[int], tuple[int, int, int]] | None = None,
     ) -> None:
         self.dp = dp
         self.fastpath = fastpath
@@ -79,22 +79,7 @@ class DataplaneCollector(Collector):
             value=extra["poll_spin_us"] / 1e6,
         )
         if self.fastpath is not None:
-            fp_packets, fp_octets, fp_super = self.fastpath()
-            yield CounterMetricFamily(
-                "v6mostly_fastpath_packets",
-                "IPv4 packets translated in the kernel by the fast path (not by a worker)",
-                value=fp_packets,
-            )
-            yield CounterMetricFamily(
-                "v6mostly_fastpath_octets",
-                "Octets of those packets, as IPv6",
-                value=fp_octets,
-            )
-            yield CounterMetricFamily(
-                "v6mostly_fastpath_superpackets",
-                "GSO super-packets among them",
-                value=fp_super,
-            )
+            yield from fastpath_families(self.fastpath)
         yield CounterMetricFamily(
             "v6mostly_worker_restarts", "Workers restarted after dying", value=self.dp.restarts
         )
@@ -268,6 +253,31 @@ def translator_families(st: Stats, extra: dict[str, int]) -> Iterator[CounterMet
     )
 
 
+def fastpath_families(
+    read: Callable[[int], tuple[int, int, int]],
+) -> Iterator[CounterMetricFamily]:
+    """The in-kernel fast path's counters (PLAT or CLAT), by direction."""
+    fams = (
+        CounterMetricFamily(
+            "v6mostly_fastpath_packets",
+            "Packets translated in the kernel by the fast path (not by a worker)",
+            labels=["direction"],
+        ),
+        CounterMetricFamily(
+            "v6mostly_fastpath_octets",
+            "Octets of those packets, as translated",
+            labels=["direction"],
+        ),
+        CounterMetricFamily(
+            "v6mostly_fastpath_superpackets", "GSO super-packets among them", labels=["direction"]
+        ),
+    )
+    for i, direction in enumerate(DIR_NAMES):
+        for fam, value in zip(fams, read(i), strict=True):
+            fam.add_metric([direction], value)
+    yield from fams
+
+
 class ClatCollector(Collector):
     """``v6mostly clat``: the translator's counters, whether it is active, and leaks caught."""
 
@@ -276,10 +286,12 @@ class ClatCollector(Collector):
         counters: SharedCounters,
         active: Callable[[], bool],
         nft_counters: Callable[[], dict[str, int]],
+        fastpath: Callable[[int], tuple[int, int, int]] | None = None,
     ) -> None:
         self.counters = counters
         self.active = active
         self.nft_counters = nft_counters
+        self.fastpath = fastpath
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         st, extra = self.counters.total()
@@ -292,6 +304,8 @@ class ClatCollector(Collector):
             "Packets with a 192.0.0.0/29 source dropped on a non-CLAT interface",
             value=self.nft_counters().get("leaked_clat_source", 0),
         )
+        if self.fastpath is not None:
+            yield from fastpath_families(self.fastpath)
 
 
 class NftCountersCollector(Collector):

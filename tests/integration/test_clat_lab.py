@@ -122,14 +122,18 @@ c.sendall(data); c.close()
 
 
 def test_tcp_upload_leaves_as_super_packets_intact(lab: Lab) -> None:
-    """The host's TCP hands clat0 64 KB super-packets; they leave as IPv6 super-packets
-    through the egress TAP (segmented on the uplink) and arrive intact."""
-    before = clat_state(lab)["counters"].get("gso_superpackets", 0)
+    """The host's TCP hands clat0 64 KB super-packets; the fast path (tc on clat0's
+    egress, services/clat_fast) translates them whole and they leave by the uplink
+    (segmented there), arriving intact; the workers see none of them."""
+    before = clat_state(lab)["counters"].get("fastpath_superpackets", 0)
+    worker0 = clat_state(lab)["counters"].get("packets_4to6_tcp", 0)
     want, got = upload_sha(lab, 4 << 20)
     assert got == want
     assert wait_for(
-        lambda: clat_state(lab)["counters"].get("gso_superpackets", 0) > before + 10, timeout=5
+        lambda: clat_state(lab)["counters"].get("fastpath_superpackets", 0) > before + 10,
+        timeout=5,
     ), clat_state(lab)["counters"]
+    assert clat_state(lab)["counters"].get("packets_4to6_tcp", 0) - worker0 < 10
 
 
 def test_large_df0_udp_datagram_arrives_whole(lab: Lab) -> None:
@@ -243,8 +247,8 @@ def test_y_ctl_status_stats_reload(lab: Lab) -> None:
     st = json.loads(r.stdout)[sock]
     assert st["ok"] and st["daemon"] == "clat@eth0" and st["active"], st
     assert st["pref64"] == PREF64 and st["egress"].startswith("TAP clat0out"), st
-    r = lab.exec("client6", [*argv, "stats", "--explain"], check=False)
-    assert "gso_superpackets" in r.stdout and "GSO super-packets read" in r.stdout, r.stdout
+    r = lab.exec("client6", [*argv, "stats", "--explain", "--all"], check=False)
+    assert "fastpath_superpackets" in r.stdout and "GSO super-packets among" in r.stdout, r.stdout
     r = lab.exec("client6", [*argv, "reload"], check=False)
     assert r.returncode == 0 and "eth0: reloaded: re-checking the link" in r.stdout, r.stdout
     assert clat_state(lab)["active"]
@@ -259,16 +263,21 @@ def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
     ).stdout  # fmt: skip
     assert "v6mostly_clat_active 1.0" in m
     assert "v6mostly_clat_leaked_packets_total 0.0" in m
+    for d in ("4to6", "6to4"):  # the fast path took TCP both ways
+        line = next(
+            x
+            for x in m.splitlines()
+            if x.startswith(f'v6mostly_fastpath_packets_total{{direction="{d}"}}')
+        )
+        assert float(line.split()[-1]) > 100, line
     os.kill(lab.pids["clat"], signal.SIGTERM)
     assert wait_for(lambda: "cleaned up" in Path(lab.path("clat.log")).read_text(), timeout=10)
     assert "clat0" not in lab.exec("client6", ["ip", "link"]).stdout
     assert "192.0.0" not in lab.exec("client6", ["ip", "-4", "route"]).stdout
     assert "/128" not in lab.exec("client6", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
     assert "v6mostly" not in lab.exec("client6", ["nft", "list", "tables"]).stdout
-    assert (
-        "mirred"
-        not in lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
-    )
+    filters = lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    assert "mirred" not in filters and "v6m_plat_fast6" not in filters, filters
     os.kill(lab.pids["tshark"], signal.SIGINT)
     time.sleep(1.5)
     cap = lab.path("client-link.pcap")
@@ -282,9 +291,10 @@ def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
 
 
 def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
-    """``offload = false``: plain TUN, IPv6 out through a raw socket; everything works."""
+    """``offload = false``: plain TUN, IPv6 out through a raw socket; everything works
+    (``fastpath = false``: the upload too goes through the workers and the socket)."""
     conf = Path(lab.path("clat-raw.toml"))
-    conf.write_text('[clat]\ninterface = "eth0"\noffload = false\nqueues = 1\n')
+    conf.write_text('[clat]\ninterface = "eth0"\noffload = false\nfastpath = false\nqueues = 1\n')
     lab.pids.pop("clat", None)
     lab.spawn(
         "client6",
@@ -307,3 +317,33 @@ def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
         os.kill(lab.pids["clat-raw"], signal.SIGTERM)
     assert wait_for(lambda: "cleaned up" in Path(lab.path("clat-raw.log")).read_text(), 10)
     assert "clat0" not in lab.exec("client6", ["ip", "link"]).stdout
+
+
+def test_zzzz_super_packets_through_the_workers_without_fast_path(lab: Lab) -> None:
+    """``fastpath = false``: the workers read the host's TCP super-packets from clat0
+    and write them whole into the egress TAP; the upload arrives intact."""
+    conf = Path(lab.path("clat-nofast.toml"))
+    conf.write_text('[clat]\ninterface = "eth0"\nfastpath = false\nqueues = 1\n')
+    lab.spawn(
+        "client6",
+        "clat-nofast",
+        [sys.executable, "-m", "v6mostly", "clat", "--config", str(conf),
+         "--state-dir", lab.path("clat")],
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
+            lab.path("clat-nofast.log")
+        ).read_text()
+        assert (
+            "v6m_plat_fast"
+            not in lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+        )
+        want, got = upload_sha(lab, 4 << 20)
+        assert got == want
+        assert wait_for(
+            lambda: clat_state(lab)["counters"].get("gso_superpackets", 0) > 10, timeout=5
+        ), clat_state(lab)["counters"]
+        assert "fastpath_packets" not in clat_state(lab)["counters"]
+    finally:
+        os.kill(lab.pids["clat-nofast"], signal.SIGTERM)
+    assert wait_for(lambda: "cleaned up" in Path(lab.path("clat-nofast.log")).read_text(), 10)

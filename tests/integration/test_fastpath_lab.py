@@ -54,13 +54,19 @@ def program_id(lab: Lab) -> int | None:
 
 def test_the_download_is_translated_in_the_kernel(lab: Lab) -> None:
     assert program_id(lab) is not None
-    fast0 = metric(lab, FAST)
+    fast0 = metric(lab, FAST, direction="4to6")
     worker0 = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_4TO6)
+    acks0 = metric(lab, FAST, direction="6to4")
+    ack_workers0 = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4)
     assert download(lab) > 10_000_000
-    fast = metric(lab, FAST) - fast0
+    fast = metric(lab, FAST, direction="4to6") - fast0
     worker = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_4TO6) - worker0
     assert fast > 1000, fast
     assert worker * 100 < fast, (worker, fast)
+    # the download's ACKs (IPv6 to IPv4) take the fast path too (linux/fastpath6)
+    acks = metric(lab, FAST, direction="6to4") - acks0
+    ack_workers = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4) - ack_workers0
+    assert acks > 1000 and ack_workers * 100 < acks, (acks, ack_workers)
     assert metric(lab, "v6mostly_fastpath_octets") > 10_000_000
     assert metric(lab, "v6mostly_fastpath_superpackets") > 100  # the lab's TUN has offloads
 
@@ -70,11 +76,11 @@ def test_the_upload_is_translated_in_the_kernel(lab: Lab) -> None:
     download's ACKs, do not wake the workers; the server verifies every checksum."""
     out = lab.exec("plat", ["tc", "filter", "show", "dev", "nat64", "egress"]).stdout
     assert "v6m_plat_fast6" in out, out
-    fast0 = metric(lab, FAST)
+    fast0 = metric(lab, FAST, direction="6to4")
     worker0 = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4)
     r = lab.exec("client6", ["iperf3", "-J", "-c", S6, "-t", "2"], timeout=40)
     assert int(json.loads(r.stdout)["end"]["sum_received"]["bytes"]) > 10_000_000
-    fast = metric(lab, FAST) - fast0
+    fast = metric(lab, FAST, direction="6to4") - fast0
     worker = metric(lab, "v6mostly_translated_packets", **WORKER_TCP_6TO4) - worker0
     assert fast > 1000, fast
     assert worker * 100 < fast, (worker, fast)

@@ -232,6 +232,7 @@ def test_the_common_packets_are_taken() -> None:
         IP(src=S4, dst=C4, flags="DF", tos=0xB8) / TCP(flags="S", options=[("MSS", 1460)]),
         IP(src="8.8.8.8", dst=C4, ttl=2) / UDP(sport=443, dport=4433) / bytes(1200),
         IP(src=S4, dst="192.0.2.1") / UDP(sport=1, dport=2),  # destination through pool6
+        IP(src="203.0.113.7", dst="8.8.8.8") / UDP(sport=1, dport=2),  # EAM'd source (CLAT)
     ]
     for p in taken:
         assert t.check(raw(p)), p.summary()
@@ -266,7 +267,6 @@ def test_the_rest_is_left_to_the_workers() -> None:
         "reserved destination": raw(IP(src=S4, dst="240.0.0.1") / udp),
         "multicast destination": raw(IP(src=S4, dst="224.0.0.5") / udp),
         "own address": raw(IP(src=S4, dst="198.51.100.1") / udp),
-        "source in eam": raw(IP(src="203.0.113.7", dst=C4) / udp),
         "loopback source": raw(IP(src="127.0.0.1", dst=C4) / udp),
         "link-local source": raw(IP(src="169.254.1.1", dst=C4) / udp),
         "too big with DF": raw(IP(src=S4, dst=C4, flags="DF") / TCP() / bytes(1470)),
@@ -299,6 +299,7 @@ def test_the_common_ipv6_packets_are_taken() -> None:
     assert t.check(raw(IPv6(src=C6, dst=S6) / TCP(flags="A") / bytes(2900)), 1440)
     packets, _, superpackets = t.fast.counters()
     assert (packets, superpackets) == (len(taken) + 1, 1)
+    assert t.fast.counters(1)[0] == packets and t.fast.counters(0) == (0, 0, 0)
     t.close()
 
 
@@ -340,7 +341,9 @@ def test_no_ipv6_program_where_the_core_would_decide_otherwise() -> None:
         pool6="2001:db8:46::/96", eam=[("2001:db8:46::cb00:7100/120", "203.0.113.0/24")]
     )
     assert "illegal" in why(pool6="fe80::/96")
-    assert "more than the map" in why(pool6="64:ff9b::/96", eam=[("2001:db8:64::/96", "10.0.0.0/8")])
+    assert "more than the map" in why(
+        pool6="64:ff9b::/96", eam=[("2001:db8:64::/96", "10.0.0.0/8")]
+    )
     xl = Translator(TranslatorConfig(**CONFIGS["hairpin_own"]))
     fast = fastpath.build(xl, ifindex=1, base=14)
     assert not isinstance(fast, str) and fast.prog6 is not None and fast.why6 == ""

@@ -40,6 +40,10 @@ transport checksum updated for the pseudo-header (``bpf_l4_csum_replace`` with
 ``BPF_F_PSEUDO_HDR``, which also handles a partial checksum). Per-CPU counters
 hold packets, octets and GSO super-packets (``rps = "auto"`` follows the last).
 
+IPv6 TCP and UDP routed into the TUN get the same treatment from a second program on
+the same hook (``linux/fastpath6.py``, built and installed with this one, sharing the
+pool6 bitmap and the counters): an upload's data and a download's ACKs.
+
 The program (about 230 instructions) is assembled here with ``linux/bpf_asm.Asm``,
 like the smaller programs of ``linux/bpf.py`` and ``linux/steering.py``: no compiler
 at run time or at install, nothing but the ``bpf(2)`` system call (``linux/bpf.py``)
@@ -60,6 +64,7 @@ from typing import TYPE_CHECKING
 
 from ..addr.rfc6052 import V4_POSITIONS, WKP
 from ..addr.special import v4_not_forwardable
+from ..siit.verdict import DIR_NAMES
 from .bpf import (
     BPF_PROG_TEST_RUN,
     CLSACT_EGRESS,
@@ -89,11 +94,13 @@ PROG6_NAME = "v6m_plat_fast6"
 #: The most destination addresses the map takes (the EAM entries' IPv4 side).
 MAX_DESTINATIONS = 65536
 TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
-#: Per-CPU counters: packets, octets, super-packets.
+#: Per-CPU counters: packets, octets, super-packets; one entry per direction.
 _COUNTERS = 3
+DIRECTIONS = DIR_NAMES
 
 # helpers (enum bpf_func_id)
 _LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11, 23, 26, 28, 31
+_CHANGE_HEAD, _REDIRECT_NEIGH = 43, 152
 _F_RECOMPUTE_CSUM, _F_INGRESS, _F_PSEUDO_HDR, _F_MARK_MANGLED_0 = 1, 1, 16, 32
 # struct __sk_buff offsets
 _SKB_LEN, _SKB_PROTOCOL, _SKB_GSO_SIZE = 0, 16, 176
@@ -116,6 +123,9 @@ class Settings:
     ifindex: int
     #: Where the IP header starts: 0 on the TUN, 14 under BPF_PROG_TEST_RUN.
     base: int = 0
+    #: Not 0: the translated packet leaves through this interface instead
+    #: (``bpf_redirect_neigh``: the CLAT's IPv4 from the host out of its uplink).
+    neigh: int = 0
 
 
 @dataclass(frozen=True)
@@ -195,11 +205,20 @@ def program(s: Settings, m: Maps) -> bytes:
         a.ldx(4, 2, _FP, _H4 + 16)
         a.jmp("jeq", 2, struct.unpack("<I", s.own4)[0], "pass")  # answered by the worker
     _pool6(a, s, _H4 + 16, _H6 + 24)
-    a.label("source")
+    a.label("source")  # an EAM address (the CLAT's own), else through pool6
+    a.ldx(4, 2, _FP, _H4 + 12)
+    a.stx(4, _FP, _KEY, 2)
+    lookup(a, m.dst, miss="src_pool6")
+    for i in range(0, 16, 4):
+        a.ldx(4, 2, 0, i)
+        a.stx(4, _FP, _H6 + 8 + i, 2)
+    a.ja("header")
+    a.label("src_pool6")
     _pool6(a, s, _H4 + 12, _H6 + 8)
+    a.label("header")
     _v6_header(a, s)
     rewrite(a, b, (_H4 + 12, 8), (_H6 + 8, 32), 0x86DD, (_H6, 40))
-    finish(a, m.counters, s.ifindex)
+    finish(a, m.counters, s.ifindex, 0, s.neigh)
     return a.assemble()
 
 
@@ -247,10 +266,11 @@ def rewrite(
     a.jmp("jne", 0, 0, "drop")
 
 
-def finish(a: Asm, counters: int, ifindex: int) -> None:
-    """Count the translated packet (per CPU: packets, octets, super-packets) and hand it
-    to the TUN's ingress; then the ``pass`` and ``drop`` exits."""
-    a.st(4, _FP, _KEY, 0)
+def finish(a: Asm, counters: int, ifindex: int, direction: int, neigh: int = 0) -> None:
+    """Count the translated packet (per CPU and ``direction``, an index of ``DIRECTIONS``:
+    packets, octets, super-packets) and hand it to ``ifindex``'s ingress, or out of
+    ``neigh`` if that is not 0; then the ``pass`` and ``drop`` exits."""
+    a.st(4, _FP, _KEY, direction)
     lookup(a, counters, miss="redirect")
     a.ldx(8, 1, 0, 0)
     a.alu("add", 1, 1)
@@ -265,9 +285,30 @@ def finish(a: Asm, counters: int, ifindex: int) -> None:
     a.alu("add", 1, 1)
     a.stx(8, 0, 16, 1)
     a.label("redirect")
-    a.alu("mov", 1, ifindex)
-    a.alu("mov", 2, _F_INGRESS)
-    a.call(_REDIRECT)
+    if neigh:  # an Ethernet header first (from an L3 device): redirect_neigh fills it
+        a.alux("mov", 1, 6)
+        a.alu("mov", 2, 14)
+        a.alu("mov", 3, 0)
+        a.call(_CHANGE_HEAD)
+        a.jmp("jne", 0, 0, "drop")
+        a.st(2, _FP, _KEY, struct.unpack("<H", struct.pack("!H", 0x86DD))[0])
+        a.alux("mov", 1, 6)
+        a.alu("mov", 2, 12)
+        a.alux("mov", 3, _FP)
+        a.alu("add", 3, _KEY)
+        a.alu("mov", 4, 2)
+        a.alu("mov", 5, 0)
+        a.call(_STORE)
+        a.jmp("jne", 0, 0, "drop")
+        a.alu("mov", 1, neigh)
+        a.alu("mov", 2, 0)
+        a.alu("mov", 3, 0)
+        a.alu("mov", 4, 0)
+        a.call(_REDIRECT_NEIGH)
+    else:
+        a.alu("mov", 1, ifindex)
+        a.alu("mov", 2, _F_INGRESS)
+        a.call(_REDIRECT)
     a.exit()
     a.label("pass")
     a.alu("mov", 0, TC_ACT_UNSPEC)
@@ -451,7 +492,9 @@ def tables(xl: Translator) -> Tables | str:
     return Tables(dst, bytes(bits), template, positions)
 
 
-def _addresses(nets: Iterable[ipaddress.IPv4Network]) -> Iterable[ipaddress.IPv4Address]:
+def _addresses(
+    nets: Iterable[ipaddress.IPv4Network] | Iterable[ipaddress.IPv6Network],
+) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     n = 0
     for net in nets:
         for addr in net:
@@ -488,7 +531,9 @@ class FastPath:
             dst = self._map(BPF_MAP_TYPE_HASH, 4, 16, max(1, len(t.destinations)), "v6m_fast_dst")
             bitmap = self._map(BPF_MAP_TYPE_ARRAY, 4, 8192, 1, "v6m_fast_pool6")
             if counters is None:
-                cnt = self._map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, 1, "v6m_fast_cnt")
+                cnt = self._map(
+                    BPF_MAP_TYPE_PERCPU_ARRAY, 4, _COUNTERS * 8, len(DIRECTIONS), "v6m_fast_cnt"
+                )
             else:
                 cnt = os.dup(counters)
                 self.fds.append(cnt)
@@ -515,8 +560,8 @@ class FastPath:
         self.fds.append(fd)
         return fd
 
-    def counters(self) -> tuple[int, int, int]:
-        return read_counters(self.maps.counters)
+    def counters(self, direction: int | None = None) -> tuple[int, int, int]:
+        return read_counters(self.maps.counters, direction)
 
     def test_run(self, pkt: bytes, gso_size: int = 0) -> tuple[int, bytes]:
         """Run the program on ``pkt`` (``BPF_PROG_TEST_RUN``: the kernel wants an Ethernet
@@ -557,26 +602,39 @@ class FastPath:
         self.fds = []
 
 
-def read_counters(fd: int) -> tuple[int, int, int]:
-    """Packets, octets and super-packets a counter map holds, over all CPUs."""
+def read_counters(fd: int, direction: int | None = None) -> tuple[int, int, int]:
+    """Packets, octets and super-packets a counter map holds, over all CPUs, for one
+    direction (an index of ``DIRECTIONS``) or both."""
     n = possible_cpus()
-    raw = map_lookup(fd, b"\0\0\0\0", _COUNTERS * 8 * n)
-    vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
-    return sum(vals[0::3]), sum(vals[1::3]), sum(vals[2::3])
+    total = [0, 0, 0]
+    for d in range(len(DIRECTIONS)) if direction is None else (direction,):
+        raw = map_lookup(fd, struct.pack("<I", d), _COUNTERS * 8 * n)
+        vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
+        for i in range(_COUNTERS):
+            total[i] += sum(vals[i::_COUNTERS])
+    return total[0], total[1], total[2]
 
 
 def build(
-    xl: Translator, ifindex: int, base: int = 0, counters: int | None = None
+    xl: Translator,
+    ifindex: int,
+    base: int = 0,
+    counters: int | None = None,
+    neigh: int = 0,
+    base6: int | None = None,
 ) -> FastPath | str:
     """The fast path for translator ``xl`` on the TUN ``ifindex``, or why there is none
-    (``counters``: see :class:`FastPath`)."""
+    (``counters``: see :class:`FastPath`). The PLAT's: both programs on the TUN's egress,
+    their packets into its ingress. The CLAT's (``services/clat_fast``): ``neigh``, the
+    uplink the IPv6 leaves by, and ``base6 = 14``, the IPv6 program on its ingress."""
     t = tables(xl)
     if isinstance(t, str):
         return t
     from .fastpath6 import eam_map, settings6
 
     eam6 = eam_map(xl)
-    six = eam6 if isinstance(eam6, str) else (eam6, settings6(xl, ifindex, base))
+    b6 = base if base6 is None else base6
+    six = eam6 if isinstance(eam6, str) else (eam6, settings6(xl, ifindex, b6))
     s = Settings(
         template=t.template,
         positions=t.positions,
@@ -587,6 +645,7 @@ def build(
         own4=xl.ipv4_address,
         ifindex=ifindex,
         base=base,
+        neigh=neigh,
     )
     try:
         return FastPath(t, s, counters, six)

@@ -101,7 +101,7 @@ def eam_map(xl: Translator) -> dict[bytes, bytes] | str:
     total = sum(e.v6.num_addresses for e in entries)
     if total > MAX_DESTINATIONS:
         return f"{total} EAM addresses, more than the map's {MAX_DESTINATIONS}"
-    for addr in _addresses(e.v6 for e in entries):  # type: ignore[arg-type]
+    for addr in _addresses([e.v6 for e in entries]):
         v6 = addr.packed
         v4 = xl.v6_to_v4_addr(v6)
         if v4 is None or v6_illegal_source(v6) or v6 == xl.ipv6_address or v6[0] == 0xFF:
@@ -180,7 +180,7 @@ def program6(s: Settings6, eam: int, pool6: int, counters: int) -> bytes:
     a.label("header")
     _v4_header(a, s)
     rewrite(a, b, (_H6 + 8, 32), (_H4 + 12, 8), 0x0800, (_H4, 20))
-    finish(a, counters, s.ifindex)
+    finish(a, counters, s.ifindex, 1)
     return a.assemble()
 
 

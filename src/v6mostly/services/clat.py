@@ -63,9 +63,8 @@ from ..control import ControlError, ControlServer
 from ..errors import V6mostlyError
 from ..linux import hostnet, ndisc, netlink, nft, tc, tun
 from ..linux.tun import Tun
-from ..siit.translator import Translator, TranslatorConfig
-from ..siit.verdict import Stats
 from .clat_egress import close_egress, egress_name, open_egress
+from .clat_fast import CLAT_PEER_V4, CLAT_V4, ClatFast, translator_factory
 from .clat_loops import clat_loop, clat_vnet_loop
 from .control_handlers import ReloadState, clat_handlers
 from .dataplane import Dataplane, SharedCounters
@@ -73,22 +72,9 @@ from .worker_loops import Poll
 
 log = logging.getLogger("v6mostly.clat")
 
-CLAT_V4 = "192.0.0.1"
-CLAT_PEER_V4 = "192.0.0.2"
-#: RFC 7600 §4: the IPv4 dummy address, source of errors from IPv6-only hops.
-DUMMY_V4 = "192.0.0.8"
 #: Metric of the CLAT's IPv4 default route (a native one, if it comes, is preferred
 #: until the supervisor steps back).
 ROUTE_METRIC = 2048
-#: Per-destination burst of the ICMP errors the CLAT's translator originates. Nearly
-#: all of them go to the host itself (192.0.0.1: Time Exceeded for a TTL 1 packet,
-#: the CLAT being the host's IPv4 first hop 192.0.0.2; Packet Too Big; unreachable),
-#: where the kernel's burst of 6 per second only starves the host's own tools: a
-#: traceroute asks 3 times per hop, and a second run (ICMP after UDP, mtr) in the same
-#: second lost its first hop. So the per-destination bucket is as large as the global
-#: one (1000/s, burst 50), which still bounds errors to any IPv6 peer (RFC 4443
-#: §2.4 (f)); refill stays one per second.
-ICMP_ERROR_BURST = 50
 #: The loop woke up this much later than it asked: the host slept or the process was
 #: stopped (handled as a link change).
 PAUSE_SLACK = 5.0
@@ -116,6 +102,8 @@ class Active:
     qdisc_added: bool
     #: The egress TAP (offload mode), or None: IPv6 leaves through a raw socket.
     tap: Tun | None = None
+    #: The in-kernel fast path (services/clat_fast), or None (``fastpath = false``).
+    fast: ClatFast | None = None
 
     @property
     def egress(self) -> str:
@@ -133,6 +121,8 @@ class ClatService:
         self.listener: ndisc.UserOptListener | None = None
         # The IPv6 next hop (the uplink) has 20 bytes more MTU than clat0.
         self.counters = SharedCounters(s.worker_count, ipv6_extra=20)
+        #: The in-kernel fast path; its counters last as long as the service.
+        self.fast = ClatFast(s.tun, s.interface) if s.fastpath else None
         self.ifindex = 0
         self.link_up = False
         self.mac = b""
@@ -205,6 +195,8 @@ class ClatService:
         if self.listener is None:
             return  # never started (e.g. no such interface): nothing to undo
         self.deactivate("stopping")
+        if self.fast is not None:
+            self.fast.close()
         if self.control is not None:
             self.control.close()
         self.listener.close()
@@ -376,6 +368,8 @@ class ClatService:
             log.info("Pref64 now %s: restarting the translator", cur.prefix)
             a.prefix = cur.prefix
             a.dp.replace_all(self._factory(a.address, cur.prefix))
+            if a.fast is not None:
+                a.fast.apply(self._factory(a.address, cur.prefix), self.counters)
         flags = hostnet.address_flags(self.s.interface, str(a.address))
         if flags is None:
             # Link down flushed it (keep_addr_on_down = 0): add it again, with DAD.
@@ -390,29 +384,12 @@ class ClatService:
                 tun.configure_link(a.tap.name, mtu + 20, 1000)
             a.dp.set_link_mtu(mtu)
             a.mtu = mtu
+            if a.fast is not None:
+                a.fast.apply(self._factory(a.address, a.prefix), self.counters)
 
     def _factory(self, address: ipaddress.IPv6Address, pref64: ipaddress.IPv6Network) -> Any:
         own6 = hostnet.source_address(self.s.interface, str(address))
-
-        def make(stats: Stats, index: int, count: int, generation: int) -> Translator:
-            cfg = TranslatorConfig(
-                pool6=str(pref64),
-                eam=[(f"{address}/128", f"{CLAT_V4}/32")],
-                ipv4_address=CLAT_PEER_V4,
-                ipv6_address=own6,
-                # Errors from IPv6-only hops: from 192.0.0.8 with the hop's IPv6 address
-                # in an ICMP extension (RFC 7600, draft-ietf-v6ops-icmpext-xlat-v6only-source).
-                icmp_source_dummy=DUMMY_V4,
-                icmp_ext_node_id=True,
-                hairpinning=False,
-                icmp_ratelimit_burst=ICMP_ERROR_BURST,
-                # The host is the destination of what comes from IPv6: deliver it even
-                # at hop limit 1, as a host does (the CLAT is no router hop that way).
-                expire_hop_limit_6to4=False,
-            )
-            return Translator(cfg, stats, time.monotonic)
-
-        return make
+        return translator_factory(address, pref64, own6)
 
     def choose_address(self) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Network]:
         s = self.s
@@ -493,7 +470,12 @@ class ClatService:
             poll = Poll(s.poll_us, s.poll_cpu)
             dp = Dataplane(t, self._factory(addr, pref64), self.counters, loop, poll)
             dp.start()
+            fast = self.fast
+            if fast is not None:
+                fast.apply(self._factory(addr, pref64), self.counters)
         except BaseException:
+            if self.fast is not None:
+                self.fast.off()
             tc.remove_redirect(s.interface, added)
             if t is not None:
                 t.close()
@@ -503,7 +485,7 @@ class ClatService:
             nft.delete(s.tun)
             hostnet.del_address(s.interface, str(addr))
             raise
-        self.active = a = Active(addr, pref64, mtu, t, dp, added, tap)
+        self.active = a = Active(addr, pref64, mtu, t, dp, added, tap, fast)
         self.reason = "active"
         log.info(
             "active: %s %s peer %s, IPv4 MTU %d, CLAT address %s, Pref64 %s, %d worker(s), "
@@ -522,6 +504,8 @@ class ClatService:
         a, self.active = self.active, None
         s = self.s
         if a is not None:
+            if a.fast is not None:
+                a.fast.off()
             a.dp.stop()
             tc.remove_redirect(s.interface, a.qdisc_added)
             a.tun.close()
@@ -547,6 +531,9 @@ class ClatService:
         counters.update({k: v for k, v in extra.items() if v})
         if a is not None:
             counters.update(nft.read_named_counters(self.s.tun))
+            if a.fast is not None:
+                fp = dict(zip(("packets", "octets", "superpackets"), a.fast.counters(), strict=True))
+                counters.update({f"fastpath_{k}": v for k, v in fp.items() if v})
         return {
             "interface": self.s.interface,
             "tun": self.s.tun,
@@ -584,9 +571,13 @@ class ClatService:
                 self.counters,
                 lambda: self.active is not None,
                 lambda: nft.read_named_counters(self.s.tun),
+                self._fast_counters if self.s.fastpath else None,
             )
         )
         self.http = serve_endpoint(reg, self.s.metrics_listen)
+
+    def _fast_counters(self, direction: int) -> tuple[int, int, int]:
+        return self.fast.counters(direction) if self.fast is not None else (0, 0, 0)
 
 
 def serve_forever(s: ClatSettings) -> int:

@@ -7,8 +7,9 @@ import os
 
 from ..config import ClatSettings
 from ..linux import nft, tc
-from .clat import CLAT_PEER_V4, CLAT_V4, DUMMY_V4, ROUTE_METRIC, ClatError
+from .clat import ROUTE_METRIC, ClatError
 from .clat_egress import egress_name
+from .clat_fast import CLAT_PEER_V4, CLAT_V4, DUMMY_V4
 
 
 def dry_run_text(s: ClatSettings) -> str:
@@ -39,6 +40,10 @@ def dry_run_text(s: ClatSettings) -> str:
             if s.offload
             else "no offload: IPv6 out through a raw socket"
         ),
+        "fast path: TCP/UDP translated in the kernel (tc BPF on "
+        f"{s.tun} egress and {s.interface} ingress); the workers do the rest"
+        if s.fastpath
+        else "no fast path: the workers translate every packet",
         f"state file: {os.path.join(s.state_dir, 'clat-' + s.interface + '.json')}",
         "",
         "# nft -f -",

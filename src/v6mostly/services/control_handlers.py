@@ -223,6 +223,9 @@ def clat_handlers(svc: Any) -> dict[str, Handler]:
         c: dict[str, int] = {**st.as_dict(), **extra}
         if svc.active is not None:
             c.update(nft.read_named_counters(svc.s.tun))
+            if svc.active.fast is not None:
+                fp = svc.active.fast.counters()
+                c["fastpath_packets"], c["fastpath_octets"], c["fastpath_superpackets"] = fp
         return counters_answer(c, req)
 
     def reload(req: dict[str, Any]) -> dict[str, Any]:

@@ -310,12 +310,13 @@ class TranslatorService:
         if old is not None:
             old.close()
 
-    def fast_counters(self) -> tuple[int, int, int]:
-        """Packets, octets and super-packets the fast path translated since start."""
+    def fast_counters(self, direction: int | None = None) -> tuple[int, int, int]:
+        """Packets, octets and super-packets the fast path translated since start, in
+        one direction (an index of ``fastpath.DIRECTIONS``) or both."""
         if self.fast_counts is None:
             return (0, 0, 0)
         try:
-            return fastpath.read_counters(self.fast_counts)
+            return fastpath.read_counters(self.fast_counts, direction)
         except BpfError:
             return (0, 0, 0)
 
