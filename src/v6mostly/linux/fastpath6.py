@@ -51,14 +51,13 @@ from .fastpath import (
     _SKB_LEN,
     _SKB_PROTOCOL,
     ETH_P_IPV6,
-    MAX_DESTINATIONS,
-    _addresses,
     finish,
     in_bitmap,
     load,
     lookup,
     rewrite,
 )
+from .fastpath_tables import MAX_DESTINATIONS, addresses
 
 if TYPE_CHECKING:
     from ..siit.translator import Translator
@@ -101,7 +100,7 @@ def eam_map(xl: Translator) -> dict[bytes, bytes] | str:
     total = sum(e.v6.num_addresses for e in entries)
     if total > MAX_DESTINATIONS:
         return f"{total} EAM addresses, more than the map's {MAX_DESTINATIONS}"
-    for addr in _addresses([e.v6 for e in entries]):
+    for addr in addresses([e.v6 for e in entries]):
         v6 = addr.packed
         v4 = xl.v6_to_v4_addr(v6)
         if v4 is None or v6_illegal_source(v6) or v6 == xl.ipv6_address or v6[0] == 0xFF:

@@ -532,7 +532,9 @@ class ClatService:
         if a is not None:
             counters.update(nft.read_named_counters(self.s.tun))
             if a.fast is not None:
-                fp = dict(zip(("packets", "octets", "superpackets"), a.fast.counters(), strict=True))
+                fp = dict(
+                    zip(("packets", "octets", "superpackets"), a.fast.counters(), strict=True)
+                )
                 counters.update({f"fastpath_{k}": v for k, v in fp.items() if v})
         return {
             "interface": self.s.interface,
