@@ -256,6 +256,7 @@ def _siit_settings(args: argparse.Namespace) -> object:
         "offload": not args.no_offload,
         "txqueuelen": args.txqueuelen,
         "rps": False if args.no_rps else "auto",
+        "fastpath": not args.no_fastpath,
     }
     return Settings(
         source="<command line>",
@@ -407,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--mtu", type=int, default=1500)
     si.add_argument("--txqueuelen", type=int, default=10000)
     si.add_argument("--no-rps", action="store_true", help="no receive packet steering on the TUN")
+    si.add_argument(
+        "--no-fastpath", action="store_true", help="no in-kernel fast path: workers translate all"
+    )
     si.add_argument(
         "--routes", action="store_true", help="also route pool6 and EAM prefixes into the TUN"
     )

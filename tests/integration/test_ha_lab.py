@@ -64,7 +64,8 @@ def translated(lab: Lab, node: str) -> float:
     return sum(
         v
         for k, v in m.items()
-        if k.startswith("v6mostly_translated_packets_total{") and "6to4" in k
+        if k.startswith(("v6mostly_translated_packets_total{", "v6mostly_fastpath_packets_total{"))
+        and "6to4" in k
     )
 
 

@@ -89,7 +89,8 @@ s.sendto(b"x", ("{_server6()}", 9999))
     assert "  age " in text and " s, expires in " in text
     # Counters with their meaning; an unknown client has no session.
     text = ctl(lab, "stats", "--explain").stdout
-    assert "packets_6to4_udp" in text and "packets translated, by direction" in text
+    assert "packets_4to6_icmp" in text and "packets translated, by direction" in text
+    assert "fastpath_packets" in text and "translated in the kernel" in text  # the UDP above
     none = json.loads(ctl(lab, "--json", "sessions", "--client", "2001:db8::dead").stdout)
     assert none[lab.path("plat.sock")]["total"] == 0
     # Reload: applied, then a broken file kept out with the reason.

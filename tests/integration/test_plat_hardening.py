@@ -219,13 +219,16 @@ def _udp6(sport: int, hlim: int = 64) -> bytes:
     return bytes(IPv6(src=CLIENT6, dst=REMOTE6, hlim=hlim) / UDP(sport=sport, dport=9) / b"id")
 
 
-def test_ipv4_ids_do_not_repeat_across_two_workers(netns: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["workers", "fastpath"])
+def test_ipv4_ids_do_not_repeat_across_two_workers(netns: str, tmp_path: Path, path: str) -> None:
     """RFC 6864 §4.1: small IPv6 packets become non-atomic IPv4 (DF=0), so the ID must
-    not repeat for a (src, dst, protocol). 3000 UDP flows over two workers."""
+    not repeat for a (src, dst, protocol). 3000 UDP flows over two workers (each with its
+    slice of the ID space), or through the in-kernel fast path (one counter for all CPUs)."""
     from scapy.layers.inet import IP, UDP
 
     n = 3000
-    with siit(netns, tmp_path, "--queues", "2", "--metrics", "127.0.0.1:9477"):
+    flags = ("--no-fastpath",) if path == "workers" else ()
+    with siit(netns, tmp_path, "--queues", "2", "--metrics", "127.0.0.1:9477", *flags):
         got = probe(netns, [("6", _udp6(20000 + i)) for i in range(n)], n, wait=5)
         scrape = nsrun(
             netns,
@@ -242,13 +245,16 @@ def test_ipv4_ids_do_not_repeat_across_two_workers(netns: str, tmp_path: Path) -
         ids[(p.src, p.dst, p.proto)].append(p.id)
     for key, seq in ids.items():
         assert len(seq) == len(set(seq)), f"IPv4 ID repeated for {key}"
+    from v6mostly.metrics import parse_exposition
+
+    m = parse_exposition(scrape)
+    if path == "fastpath":
+        assert m.get('v6mostly_fastpath_packets_total{direction="6to4"}') == n, m
+        return
     # Both workers translated some (each has its own slice of the ID space) ...
     slices = {i // 16384 for seq in ids.values() for i in seq}
     assert len(slices) == 2, slices
     # ... and their own counters say so.
-    from v6mostly.metrics import parse_exposition
-
-    m = parse_exposition(scrape)
     per = [m.get(f'v6mostly_worker_translated_packets_total{{worker="{w}"}}', 0) for w in "01"]
     assert all(c > 0 for c in per) and sum(per) == n, per
 

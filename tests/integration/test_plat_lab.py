@@ -53,7 +53,9 @@ S6 = server6()
 
 @pytest.fixture(scope="module", params=["offload", "plain"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    yield from module_lab(LabConfig(offload=request.param == "offload", queues=2))
+    # The workers' two modes: without the in-kernel fast path, which would take the TCP
+    # and UDP (it has its own tests, test_fastpath_lab).
+    yield from module_lab(LabConfig(offload=request.param == "offload", queues=2, fastpath=False))
 
 
 def test_mode_is_what_was_asked(lab: Lab) -> None:

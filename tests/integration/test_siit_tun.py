@@ -51,6 +51,7 @@ from scapy.all import (
     ICMPv6TimeExceeded,
     IPerror6,
     IPv6,
+    IPv6ExtHdrDestOpt,
     Packet,
     Raw,
     UDPerror,
@@ -184,8 +185,14 @@ class Siit:
                 raise AssertionError("TUN queue full for 2 s")
 
     def sentinel(self, seq: int) -> Packet:
-        """A packet that is translated (EAM source, pool6 destination)."""
-        return IPv6(src=EAM6, dst=embed(self.pool6, GLOBAL4)) / UDP(sport=SENTINEL_SPORT, dport=seq)
+        """A packet that is translated (EAM source, pool6 destination) by the workers: its
+        Destination Options header keeps it off the in-kernel fast path (linux/fastpath6),
+        which would overtake what the workers still have queued."""
+        return (
+            IPv6(src=EAM6, dst=embed(self.pool6, GLOBAL4))
+            / IPv6ExtHdrDestOpt()
+            / UDP(sport=SENTINEL_SPORT, dport=seq)
+        )
 
     @staticmethod
     def is_sentinel(f: Frame, seq: int | None = None, outgoing: bool | None = None) -> bool:
@@ -350,6 +357,8 @@ def udp_ports(data: bytes) -> tuple[int, int] | None:
         return struct.unpack_from("!HH", data, ihl)  # type: ignore[return-value]
     if data[0] >> 4 == 6 and data[6] == 17:
         return struct.unpack_from("!HH", data, 40)  # type: ignore[return-value]
+    if data[0] >> 4 == 6 and data[6] == 60 and data[40] == 17:  # the sentinel's DestOpt
+        return struct.unpack_from("!HH", data, 40 + 8 * (data[41] + 1))  # type: ignore[return-value]
     return None
 
 

@@ -88,7 +88,7 @@ class Twin:
 def same_id(want: bytes, got: bytes) -> bytes:
     """``want`` (the core's IPv4 translation of an IPv6 packet) with ``got``'s
     Identification and the header checksum made right again: the fast path draws the
-    Identification at random (RFC 6864 §4.1), the core counts up."""
+    Identification from its own counter (RFC 6864 §4.1), the core from its slice."""
     if want[:1] != b"\x45" or len(got) < 20:
         return want
     h = bytearray(want[:20])

@@ -250,7 +250,12 @@ class TrafficSplit:
 def traffic_split(lab: Lab) -> TrafficSplit:
     c = site_counters(lab)
     m = lab.metrics()
-    nat64 = sum(v for k, v in m.items() if k.startswith("v6mostly_translated_bytes"))
+    # the workers' bytes and the in-kernel fast path's (linux/fastpath*.py)
+    nat64 = sum(
+        v
+        for k, v in m.items()
+        if k.startswith(("v6mostly_translated_bytes", "v6mostly_fastpath_octets"))
+    )
     return TrafficSplit(
         native6=c["native6_out"][1] + c["native6_in"][1],
         nat64=int(nat64),

@@ -472,7 +472,9 @@ class FastPath:
                 eam6 = self._map(BPF_MAP_TYPE_HASH, 16, 4, max(1, len(six[0])), "v6m_fast_eam6")
                 for k, v in six[0].items():
                     map_update(eam6, k, v)
-                code = program6(six[1], eam6, bitmap, cnt)
+                ident = self._map(BPF_MAP_TYPE_ARRAY, 4, 4, 1, "v6m_fast_ident")
+                map_update(ident, b"\0\0\0\0", os.urandom(4))  # a random start, as a worker's
+                code = program6(six[1], eam6, bitmap, cnt, ident)
                 self.prog6 = load_sched_cls(code, PROG6_NAME)
                 self.fds.append(self.prog6)
         except BaseException:

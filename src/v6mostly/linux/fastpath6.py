@@ -25,9 +25,10 @@ Every other packet goes to the workers:
   EAM entry would win in the core) or pool6 could hold an illegal source (§5.1).
 
 The IPv4 header (§5.1): version 4, IHL 5, the traffic class as TOS (0 with
-``reset_traffic_class``), the total length, an Identification from
-``bpf_get_prandom_u32`` (RFC 6864 §4.1 leaves the algorithm to the node; the workers
-count up in slices), DF when the packet is over 1260 bytes, the Hop Limit (one less with
+``reset_traffic_class``), the total length, an Identification from a counter all CPUs
+share (an atomic fetch-and-add, so that no two packets of a flow get the same one while
+the counter goes round: RFC 6864 §4.1; the workers count up in slices of their own), DF
+when the packet is over 1260 bytes, the Hop Limit (one less with
 ``decrement_ttl``) as TTL, the protocol, the header checksum, the addresses.
 """
 
@@ -62,7 +63,10 @@ from .fastpath_tables import MAX_DESTINATIONS, addresses
 if TYPE_CHECKING:
     from ..siit.translator import Translator
 
-_CSUM_DIFF, _PRANDOM = 28, 7
+_CSUM_DIFF = 28
+#: ``lock *(u32 *)(dst + off) += src`` with the old value back in ``src``
+#: (BPF_STX | BPF_ATOMIC | BPF_W, imm BPF_ADD | BPF_FETCH).
+_ATOMIC_FETCH_ADD_W = (0xC3, 0x01)
 #: RFC 7915 §5.1: DF is set on a translated packet larger than this.
 DF_OVER = 1260
 
@@ -111,7 +115,7 @@ def eam_map(xl: Translator) -> dict[bytes, bytes] | str:
     return out
 
 
-def program6(s: Settings6, eam: int, pool6: int, counters: int) -> bytes:
+def program6(s: Settings6, eam: int, pool6: int, counters: int, ident: int) -> bytes:
     """The IPv6-to-IPv4 fast path as eBPF bytecode (the module doc says what it takes)."""
     a = Asm()
     b = s.base
@@ -177,7 +181,7 @@ def program6(s: Settings6, eam: int, pool6: int, counters: int) -> bytes:
     a.label("src_pool6")
     _extract(a, s, _H6 + 8, _H4 + 12)
     a.label("header")
-    _v4_header(a, s)
+    _v4_header(a, s, ident)
     rewrite(a, b, (_H6 + 8, 32), (_H4 + 12, 8), 0x0800, (_H4, 20))
     finish(a, counters, s.ifindex, 1)
     return a.assemble()
@@ -195,7 +199,7 @@ def _extract(a: Asm, s: Settings6, v6: int, v4: int) -> None:
     in_bitmap(a, v4)
 
 
-def _v4_header(a: Asm, s: Settings6) -> None:
+def _v4_header(a: Asm, s: Settings6, ident: int) -> None:
     """The 20-byte IPv4 header at ``fp + _H4`` (the addresses are there already)."""
     a.st(1, _FP, _H4, 0x45)
     if s.reset_tc:
@@ -217,8 +221,13 @@ def _v4_header(a: Asm, s: Settings6) -> None:
     a.label("no_df")
     a.be(2, 16)
     a.stx(2, _FP, _H4 + 2, 2)
-    a.call(_PRANDOM)
-    a.stx(2, _FP, _H4 + 4, 0)
+    a.st(4, _FP, _KEY, 0)
+    lookup(a, ident)
+    a.alu("mov", 1, 1)
+    a.emit(_ATOMIC_FETCH_ADD_W[0], 0, 1, 0, _ATOMIC_FETCH_ADD_W[1])
+    a.alu("add", 1, 1)  # the next value, as the workers' next_ip_id
+    a.be(1, 16)
+    a.stx(2, _FP, _H4 + 4, 1)
     a.ldx(1, 2, _FP, _H6 + 7)
     if s.decrement_ttl:
         a.alu("sub", 2, 1)
