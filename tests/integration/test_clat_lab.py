@@ -290,22 +290,28 @@ def test_zz_no_leak_and_clean_exit(lab: Lab) -> None:
     assert len(total.stdout.splitlines()) > 50  # the capture saw the run's traffic
 
 
-def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
-    """``offload = false``: plain TUN, IPv6 out through a raw socket; everything works
-    (``fastpath = false``: the upload too goes through the workers and the socket)."""
-    conf = Path(lab.path("clat-raw.toml"))
-    conf.write_text('[clat]\ninterface = "eth0"\noffload = false\nfastpath = false\nqueues = 1\n')
-    lab.pids.pop("clat", None)
+def spawn_from_config(lab: Lab, name: str, keys: str) -> None:
+    """``v6mostly clat --config`` with one worker and ``keys`` (TOML lines) on eth0, as
+    ``name``; waits until it is active."""
+    conf = Path(lab.path(f"{name}.toml"))
+    conf.write_text(f'[clat]\ninterface = "eth0"\nqueues = 1\n{keys}')
     lab.spawn(
         "client6",
-        "clat-raw",
+        name,
         [sys.executable, "-m", "v6mostly", "clat", "--config", str(conf),
          "--state-dir", lab.path("clat")],
     )  # fmt: skip
+    assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
+        lab.path(f"{name}.log")
+    ).read_text()
+
+
+def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
+    """``offload = false``: plain TUN, IPv6 out through a raw socket; everything works
+    (``fastpath = false``: the upload too goes through the workers and the socket)."""
+    lab.pids.pop("clat", None)
+    spawn_from_config(lab, "clat-raw", "offload = false\nfastpath = false\n")
     try:
-        assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
-            lab.path("clat-raw.log")
-        ).read_text()
         st = clat_state(lab)
         assert st["egress"].startswith("raw socket") and st["workers"] == 1, st
         assert "clat0out" not in lab.exec("client6", ["ip", "link"]).stdout
@@ -322,18 +328,8 @@ def test_zzz_raw_socket_mode_without_offload(lab: Lab) -> None:
 def test_zzzz_super_packets_through_the_workers_without_fast_path(lab: Lab) -> None:
     """``fastpath = false``: the workers read the host's TCP super-packets from clat0
     and write them whole into the egress TAP; the upload arrives intact."""
-    conf = Path(lab.path("clat-nofast.toml"))
-    conf.write_text('[clat]\ninterface = "eth0"\nfastpath = false\nqueues = 1\n')
-    lab.spawn(
-        "client6",
-        "clat-nofast",
-        [sys.executable, "-m", "v6mostly", "clat", "--config", str(conf),
-         "--state-dir", lab.path("clat")],
-    )  # fmt: skip
+    spawn_from_config(lab, "clat-nofast", "fastpath = false\n")
     try:
-        assert wait_for(lambda: clat_state(lab).get("active"), timeout=30), Path(
-            lab.path("clat-nofast.log")
-        ).read_text()
         assert (
             "v6m_plat_fast"
             not in lab.exec("client6", ["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout

@@ -157,19 +157,7 @@ def program(s: Settings, m: Maps) -> bytes:
     a.ldx(4, 3, 6, _SKB_LEN)
     a.jmpx("jne", 2, 3, "pass")  # the skb is the packet: no trailer, not truncated
     # the header checksum: the 16-bit one's complement sum of a valid header is 0xffff
-    a.alu("mov", 1, 0)
-    a.alu("mov", 2, 0)
-    a.alux("mov", 3, _FP)
-    a.alu("add", 3, _H4)
-    a.alu("mov", 4, 20)
-    a.alu("mov", 5, 0)
-    a.call(_CSUM_DIFF)
-    a.emit(0xBC, 0, 0)  # w0 = w0 (the 32-bit sum)
-    for _ in range(2):
-        a.alux("mov", 1, 0)
-        a.alu("rsh", 1, 16)
-        a.alu("and", 0, 0xFFFF)
-        a.alux("add", 0, 1)
+    header_sum(a, _H4)
     a.jmp("jne", 0, 0xFFFF, "pass")
     # TCP (checksum at 16) or UDP (at 6, never zero here: §4.5 is the worker's)
     a.ldx(1, 2, _FP, _H4 + 9)
@@ -215,6 +203,23 @@ def program(s: Settings, m: Maps) -> bytes:
     rewrite(a, b, (_H4 + 12, 8), (_H6 + 8, 32), 0x86DD, (_H6, 40))
     finish(a, m.counters, s.ifindex, 0, s.neigh)
     return a.assemble()
+
+
+def header_sum(a: Asm, at: int) -> None:
+    """r0 = the folded 16-bit one's complement sum of the 20-byte IPv4 header at ``fp + at``."""
+    a.alu("mov", 1, 0)
+    a.alu("mov", 2, 0)
+    a.alux("mov", 3, _FP)
+    a.alu("add", 3, at)
+    a.alu("mov", 4, 20)
+    a.alu("mov", 5, 0)
+    a.call(_CSUM_DIFF)
+    a.emit(0xBC, 0, 0)  # w0 = w0 (the 32-bit sum)
+    for _ in range(2):
+        a.alux("mov", 1, 0)
+        a.alu("rsh", 1, 16)
+        a.alu("and", 0, 0xFFFF)
+        a.alux("add", 0, 1)
 
 
 def rewrite(

@@ -53,6 +53,7 @@ from .fastpath import (
     _SKB_PROTOCOL,
     ETH_P_IPV6,
     finish,
+    header_sum,
     in_bitmap,
     load,
     lookup,
@@ -236,19 +237,7 @@ def _v4_header(a: Asm, s: Settings6, ident: int) -> None:
     a.stx(1, _FP, _H4 + 9, 2)
     a.st(2, _FP, _H4 + 10, 0)
     # the header checksum: the complement of the folded 16-bit one's complement sum
-    a.alu("mov", 1, 0)
-    a.alu("mov", 2, 0)
-    a.alux("mov", 3, _FP)
-    a.alu("add", 3, _H4)
-    a.alu("mov", 4, 20)
-    a.alu("mov", 5, 0)
-    a.call(_CSUM_DIFF)
-    a.emit(0xBC, 0, 0)  # w0 = w0 (the 32-bit sum)
-    for _ in range(2):
-        a.alux("mov", 1, 0)
-        a.alu("rsh", 1, 16)
-        a.alu("and", 0, 0xFFFF)
-        a.alux("add", 0, 1)
+    header_sum(a, _H4)
     a.alu("mov", 1, 0xFFFF)
     a.alux("sub", 1, 0)
     a.stx(2, _FP, _H4 + 10, 1)
