@@ -60,7 +60,6 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..siit.verdict import DIR_NAMES
 from .bpf import (
     BPF_PROG_TEST_RUN,
     CLSACT_EGRESS,
@@ -70,13 +69,12 @@ from .bpf import (
     detach_cls_bpf,
     load_sched_cls,
     map_create,
-    map_lookup,
     map_update,
-    possible_cpus,
 )
 from .bpf_asm import FP as _FP
 from .bpf_asm import Asm
-from .fastpath_tables import Tables, tables
+from .fastpath_tables import _COUNTERS, DIRECTIONS, Tables, tables
+from .fastpath_tables import read_counters as read_counters
 
 if TYPE_CHECKING:
     from ..siit.translator import Translator
@@ -89,9 +87,6 @@ PREF, PREF6 = 49170, 49171
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 PROG6_NAME = "v6m_plat_fast6"
 TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
-#: Per-CPU counters: packets, octets, super-packets; one entry per direction.
-_COUNTERS = 3
-DIRECTIONS = DIR_NAMES
 
 # helpers (enum bpf_func_id)
 _LOOKUP, _STORE, _L4CSUM, _REDIRECT, _LOAD, _CSUM_DIFF, _CHANGE_PROTO = 1, 9, 11, 23, 26, 28, 31
@@ -532,19 +527,6 @@ class FastPath:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds = []
-
-
-def read_counters(fd: int, direction: int | None = None) -> tuple[int, int, int]:
-    """Packets, octets and super-packets a counter map holds, over all CPUs, for one
-    direction (an index of ``DIRECTIONS``) or both."""
-    n = possible_cpus()
-    total = [0, 0, 0]
-    for d in range(len(DIRECTIONS)) if direction is None else (direction,):
-        raw = map_lookup(fd, struct.pack("<I", d), _COUNTERS * 8 * n)
-        vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
-        for i in range(_COUNTERS):
-            total[i] += sum(vals[i::_COUNTERS])
-    return total[0], total[1], total[2]
 
 
 def build(

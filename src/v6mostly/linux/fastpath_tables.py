@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..addr.rfc6052 import V4_POSITIONS, WKP
 from ..addr.special import v4_not_forwardable
+from ..siit.verdict import DIR_NAMES
+from .bpf import map_lookup, possible_cpus
 
 if TYPE_CHECKING:
     from ..siit.translator import Translator
 
+#: Per-CPU counters: packets, octets, super-packets; one entry per direction.
+_COUNTERS = 3
+DIRECTIONS = DIR_NAMES
 #: The most destination addresses the map takes (the EAM entries' IPv4 side).
 MAX_DESTINATIONS = 65536
 
@@ -83,3 +89,16 @@ def addresses(
                 return
             n += 1
             yield addr
+
+
+def read_counters(fd: int, direction: int | None = None) -> tuple[int, int, int]:
+    """Packets, octets and super-packets a counter map holds, over all CPUs, for one
+    direction (an index of ``DIRECTIONS``) or both."""
+    n = possible_cpus()
+    total = [0, 0, 0]
+    for d in range(len(DIRECTIONS)) if direction is None else (direction,):
+        raw = map_lookup(fd, struct.pack("<I", d), _COUNTERS * 8 * n)
+        vals = struct.unpack(f"<{_COUNTERS * n}Q", raw)
+        for i in range(_COUNTERS):
+            total[i] += sum(vals[i::_COUNTERS])
+    return total[0], total[1], total[2]
